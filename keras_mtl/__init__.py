@@ -1,0 +1,33 @@
+"""keras_mtl: multi-task ranking models and gradient balancers for Keras 3 / TensorFlow."""
+
+import os as _os
+
+_os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_mtl import balancers, datasets, features, layers, metrics  # noqa: E402
+from keras_mtl.features import (  # noqa: E402
+    Categorical,
+    FeatureSpec,
+    Hashed,
+    IntegerId,
+    Numeric,
+)
+from keras_mtl.models import MultiTaskModel  # noqa: E402
+from keras_mtl.tasks import Task  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Categorical",
+    "FeatureSpec",
+    "Hashed",
+    "IntegerId",
+    "MultiTaskModel",
+    "Numeric",
+    "Task",
+    "balancers",
+    "datasets",
+    "features",
+    "layers",
+    "metrics",
+]

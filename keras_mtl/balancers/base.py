@@ -1,0 +1,130 @@
+"""The balancer contract.
+
+A balancer turns per-task information into one update of the shared parameters. It never touches
+the tape: `MultiTaskModel` obtains the information the balancer declares it needs and hands it over
+as plain tensors.
+
+- **Level** (`balancer.level`):
+  - `"losses"`: the balancer sees the K task losses and returns K weights; the model back-propagates
+    `Σ_k w_k L_k` once (a *scalariser*: no per-task gradients are computed).
+  - `"representation"`: the balancer sees `J` = the `[K, D]` matrix of task gradients w.r.t. the
+    flattened shared representation (the backbone's cut, batch included); its combined `[D]`
+    gradient is chained through the trunk in one backward pass.
+  - `"parameters"`: `J` holds the task gradients w.r.t. the shared parameters (flattened; embedding
+    tables excluded unless the model is asked to densify them).
+- **Functional core**: `aggregate(matrix, losses)` works on a plain `[K, D]` tensor and returns the
+  `[D]` combination with the current state, without changing it. Tests call it directly.
+- **State** lives in Keras variables created by `build(num_tasks)`, so it saves with the model.
+  `balance(...)` returns the state *updates* instead of applying them: the model assigns them only
+  when the step is finite, so a NaN batch cannot corrupt a running average.
+- **Task weights**: `balance` also returns K weights. Task-specific (head) parameters are trained
+  on `Σ_k w_k L_k` with them; for methods without weights (projections) they are ones, i.e. each
+  head gets its own task's gradient.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import keras
+import tensorflow as tf
+
+LEVELS = ("losses", "representation", "parameters")
+
+
+class BalanceContext(NamedTuple):
+    """Training-time facts a balancer may use. `step` counts optimizer steps, `epoch` from 0."""
+
+    step: tf.Tensor
+    epoch: tf.Tensor
+
+    @classmethod
+    def default(cls) -> BalanceContext:
+        return cls(step=tf.constant(0, tf.int64), epoch=tf.constant(0, tf.int64))
+
+
+class BalanceResult(NamedTuple):
+    combined: tf.Tensor | None  # [D], None at the losses level
+    task_weights: tf.Tensor  # [K]
+    updates: tuple  # ((variable, new_value), ...), applied by the model on finite steps only
+
+
+class Balancer(keras.layers.Layer):
+    """Base class of every balancer. Subclasses set `name_in_registry` and `supported_levels`."""
+
+    name_in_registry: ClassVar[str] = ""
+    supported_levels: ClassVar[tuple[str, ...]] = ("representation", "parameters")
+    default_level: ClassVar[str] = "representation"
+
+    def __init__(self, level: str | None = None, **kwargs):
+        kwargs.setdefault("name", self.name_in_registry or None)
+        super().__init__(**kwargs)
+        level = self.default_level if level is None else level
+        if level not in self.supported_levels:
+            raise ValueError(
+                f"Balancer {self.name_in_registry!r} runs at level(s) {self.supported_levels}, "
+                f"not {level!r}."
+            )
+        self.level = level
+        self.num_tasks: int | None = None
+
+    @property
+    def needs_gradients(self) -> bool:
+        return self.level != "losses"
+
+    def build(self, num_tasks):
+        if isinstance(num_tasks, tuple | list):  # Keras may pass a shape
+            num_tasks = num_tasks[0]
+        self.num_tasks = int(num_tasks)
+        self.build_state(self.num_tasks)
+        self.built = True
+
+    def build_state(self, num_tasks: int) -> None:
+        """Creates state variables (`self.add_weight(..., trainable=False)`). Default: none."""
+
+    def balance(self, matrix, losses, context: BalanceContext) -> BalanceResult:
+        """One step: the combined gradient (None at the losses level), task weights, updates."""
+        raise NotImplementedError
+
+    def aggregate(self, matrix, losses=None, context: BalanceContext | None = None) -> tf.Tensor:
+        """Functional core: the `[D]` combination of the `[K, D]` `matrix`; state is not changed."""
+        matrix = tf.convert_to_tensor(matrix, tf.float32)
+        if not self.built:
+            self.build(int(matrix.shape[0]))
+        if losses is None:
+            losses = tf.zeros([self.num_tasks], tf.float32)
+        result = self.balance(matrix, tf.convert_to_tensor(losses, tf.float32),
+                              context or BalanceContext.default())
+        return result.combined
+
+    def call(self, *args, **kwargs):
+        raise TypeError("Balancers are not called on data; use balance() or aggregate().")
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        config.pop("trainable", None)
+        config["level"] = self.level
+        return config
+
+
+class Weighting(Balancer):
+    """A balancer that is a weighting: it returns task weights `w` and combines `w @ J`.
+
+    Linear in `J`, so it gives the same shared update at every level (the representation-level
+    result chained through the trunk equals the parameter-level one) and at the losses level
+    (`Σ_k w_k L_k`) when `w` does not depend on `J`.
+    """
+
+    supported_levels: ClassVar[tuple[str, ...]] = LEVELS
+    default_level: ClassVar[str] = "losses"
+
+    def task_weights(self, losses, context: BalanceContext, matrix=None):
+        """Returns `(weights [K], updates)`."""
+        raise NotImplementedError
+
+    def balance(self, matrix, losses, context):
+        weights, updates = self.task_weights(losses, context, matrix)
+        weights = tf.cast(weights, tf.float32)
+        combined = None if matrix is None else tf.linalg.matvec(matrix, weights, transpose_a=True)
+        return BalanceResult(combined, weights, tuple(updates))

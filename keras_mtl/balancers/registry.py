@@ -1,0 +1,66 @@
+"""Balancer lookup by name: `keras_mtl.balancers.get("ew")`."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+
+from keras_mtl.balancers.base import Balancer
+
+_REGISTRY: dict[str, type[Balancer]] = {}
+
+
+def register(name: str):
+    """Class decorator: registers a balancer under `name` and for `.keras` serialisation."""
+
+    def decorator(cls):
+        cls.name_in_registry = name
+        _REGISTRY[name] = cls
+        return keras.saving.register_keras_serializable(package="keras_mtl")(cls)
+
+    return decorator
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balancer:
+    """Returns a balancer from a registered name (with hyper-parameters), an instance or a config.
+
+    `None` gives equal weighting (`"ew"`). Unknown names and unknown hyper-parameters raise a
+    `ValueError` that lists what is valid.
+    """
+    if balancer is None:
+        balancer = "ew"
+    if isinstance(balancer, Balancer):
+        if hparams:
+            raise ValueError("Hyper-parameters go with a balancer name, not an instance.")
+        return balancer
+    if isinstance(balancer, dict):
+        return keras.saving.deserialize_keras_object(balancer)
+    if not isinstance(balancer, str):
+        raise TypeError(f"A balancer is a name, a Balancer or a config dict; got {balancer!r}.")
+    key = balancer.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"Unknown balancer {balancer!r}; valid names: {available()}.")
+    cls = _REGISTRY[key]
+    accepted = _accepted_arguments(cls)
+    unknown = sorted(set(hparams) - accepted)
+    if unknown:
+        raise ValueError(
+            f"Balancer {key!r} has no hyper-parameter(s) {unknown}; it accepts {sorted(accepted)}."
+        )
+    return cls(**hparams)
+
+
+def _accepted_arguments(cls) -> set[str]:
+    accepted = set()
+    for klass in cls.__mro__:
+        if klass in (Balancer, keras.layers.Layer) or not issubclass(klass, Balancer):
+            continue
+        params = inspect.signature(klass.__init__).parameters
+        accepted |= {p for p in params if p not in ("self", "kwargs", "args")}
+    return accepted | {"level"}

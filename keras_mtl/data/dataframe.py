@@ -1,0 +1,113 @@
+"""pandas DataFrame → `tf.data` pipelines of `(features, labels)`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from keras_mtl.features.spec import FeatureSpec, Numeric, as_feature_spec, string_values
+from keras_mtl.tasks import Task, validate_tasks
+
+
+def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
+    """The columns of `frame` named by the spec, as arrays of the spec's dtypes."""
+    spec = as_feature_spec(features)
+    arrays = {}
+    for feature in spec:
+        if feature.name not in frame.columns:
+            raise KeyError(
+                f"Feature {feature.name!r} ({feature.dtype}) is not a column of the DataFrame; "
+                f"columns: {list(frame.columns)}."
+            )
+        column = frame[feature.name]
+        if feature.dtype == "string":
+            arrays[feature.name] = string_values(column)
+        elif isinstance(feature, Numeric):
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = column[numeric.isna() & column.notna()]
+            if len(bad):
+                raise ValueError(
+                    f"Numeric feature {feature.name!r} has non-numeric value {bad.iloc[0]!r} "
+                    f"(row {bad.index[0]!r})."
+                )
+            arrays[feature.name] = numeric.to_numpy(dtype=np.float32)
+        else:
+            if column.isna().any():
+                row = column.index[column.isna()][0]
+                raise ValueError(f"Integer feature {feature.name!r} has a missing value (row {row!r}).")
+            try:
+                arrays[feature.name] = column.to_numpy(dtype=np.int64)
+            except (TypeError, ValueError):
+                bad = next(v for v in column if not _is_integer(v))
+                raise ValueError(
+                    f"Integer feature {feature.name!r} has non-integer value {bad!r}."
+                ) from None
+    return arrays
+
+
+def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
+    """Each task's label column as float32; missing labels stay NaN (they are masked in training)."""
+    arrays = {}
+    for task in validate_tasks(tasks):
+        if task.name not in frame.columns:
+            raise KeyError(
+                f"Task {task.name!r} has no label column in the DataFrame; columns: "
+                f"{list(frame.columns)}."
+            )
+        column = frame[task.name]
+        values = pd.to_numeric(column, errors="coerce")
+        bad = column[values.isna() & column.notna()]
+        if len(bad):
+            raise ValueError(
+                f"Label column {task.name!r} has non-numeric value {bad.iloc[0]!r} "
+                f"(row {bad.index[0]!r})."
+            )
+        values = values.to_numpy(dtype=np.float32)
+        if task.kind == "binary":
+            present = ~np.isnan(values)
+            if task.missing_value is not None:
+                present &= values != task.missing_value
+            invalid = present & ~np.isin(values, (0.0, 1.0))
+            if invalid.any():
+                row = frame.index[np.argmax(invalid)]
+                raise ValueError(
+                    f"Binary task {task.name!r} has label {values[invalid][0]!r} at row {row!r}; "
+                    "expected 0 or 1 (NaN marks a missing label)."
+                )
+        arrays[task.name] = values
+    return arrays
+
+
+def from_dataframe(
+    frame: pd.DataFrame,
+    features: FeatureSpec | Sequence,
+    tasks: Sequence[Task],
+    batch_size: int = 256,
+    shuffle: bool = False,
+    seed: int | None = None,
+    sample_weight: str | None = None,
+) -> tf.data.Dataset:
+    """A batched `tf.data.Dataset` of `(features, labels[, sample_weight])` from a DataFrame.
+
+    Columns are checked against the spec and tasks first, so a typo fails here with the column's
+    name rather than deep inside a traced step. `shuffle=True` reshuffles every epoch with `seed`.
+    """
+    elements = (feature_arrays(frame, features), label_arrays(frame, tasks))
+    if sample_weight is not None:
+        if sample_weight not in frame.columns:
+            raise KeyError(f"Sample weight column {sample_weight!r} is not in the DataFrame.")
+        elements += (frame[sample_weight].to_numpy(dtype=np.float32),)
+    dataset = tf.data.Dataset.from_tensor_slices(elements)
+    if shuffle:
+        dataset = dataset.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _is_integer(value) -> bool:
+    try:
+        return float(value) == int(value)
+    except (TypeError, ValueError):
+        return False

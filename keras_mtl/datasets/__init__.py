@@ -1,0 +1,7 @@
+"""Built-in data sets, each returned with its feature spec and tasks."""
+
+from keras_mtl.datasets.base import MultiTaskDataset, split_frame
+from keras_mtl.datasets.census_income import load_census_income
+from keras_mtl.datasets.synthetic import make_synthetic
+
+__all__ = ["MultiTaskDataset", "load_census_income", "make_synthetic", "split_frame"]

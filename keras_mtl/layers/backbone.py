@@ -1,0 +1,67 @@
+"""The contract between a multi-task backbone and `MultiTaskModel`."""
+
+from __future__ import annotations
+
+import keras
+
+
+class Backbone(keras.layers.Layer):
+    """A multi-task backbone split at its *cut*.
+
+    `trunk(x)` computes the **shared representation**: the list of tensors at the cut between the
+    shared trunk and the task-specific parts. `heads(cut)` maps those tensors to one representation
+    per task. The split must satisfy two conditions, which the tests check for every backbone:
+
+    1. every path from a shared parameter (or the input) to a task's output passes through the cut
+       tensors, so `∂L_k/∂θ_shared = (∂cut/∂θ_shared)ᵀ ∂L_k/∂cut` (chain rule), and
+    2. every variable of `head_layers()[k]` influences task k only.
+
+    The cut tensors are treated as independent leaves by the model: a cut may contain a tensor and
+    a function of it (MMoE's cut is the expert outputs *and* the gate input x), and the model
+    back-propagates the cut gradient of both, which adds up the two paths exactly.
+
+    Subclasses set `num_tasks` (the model does this when it is left as `None`).
+    """
+
+    def __init__(self, num_tasks: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_tasks = num_tasks
+
+    def set_num_tasks(self, num_tasks: int) -> None:
+        if self.num_tasks is not None and self.num_tasks != num_tasks:
+            raise ValueError(
+                f"{type(self).__name__} was configured for {self.num_tasks} tasks but the model "
+                f"has {num_tasks}."
+            )
+        if self.built:
+            raise ValueError("set_num_tasks must be called before the backbone is built.")
+        self.num_tasks = num_tasks
+        self._create_layers()
+
+    def _create_layers(self) -> None:
+        raise NotImplementedError
+
+    def trunk(self, x, training=None) -> list:
+        raise NotImplementedError
+
+    def heads(self, cut: list, training=None) -> tuple[list, dict]:
+        """Returns `(task_outputs, gates)`; `gates` maps a name to gate weights for inspection."""
+        raise NotImplementedError
+
+    def head_layers(self) -> list[list[keras.layers.Layer]]:
+        """`head_layers()[k]`: the layers whose variables only task k's output depends on."""
+        raise NotImplementedError
+
+    def call(self, x, training=None):
+        outputs, _ = self.heads(self.trunk(x, training=training), training=training)
+        return outputs
+
+    def gate_weights(self, x) -> dict:
+        """Gate weights of every gate for the rows of `x` (expert-collapse diagnostics)."""
+        _, gates = self.heads(self.trunk(x, training=False), training=False)
+        return gates
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_tasks"] = self.num_tasks
+        return config

@@ -1,0 +1,462 @@
+"""`MultiTaskModel`: features → backbone → one tower per task, trained through a balancer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_mtl import balancers as balancers_lib
+from keras_mtl.balancers.base import BalanceContext, Balancer
+from keras_mtl.features import FeatureEncoder
+from keras_mtl.features.spec import FeatureSpec, as_feature_spec
+from keras_mtl.layers.backbone import Backbone
+from keras_mtl.layers.mlp import MLP
+from keras_mtl.metrics import group_feature_of
+from keras_mtl.tasks import Task, validate_tasks
+
+_ZERO = tf.UnconnectedGradients.ZERO
+
+
+class _EpochCounter(keras.callbacks.Callback):
+    """Keeps the model's epoch variable current so epoch-based balancers see it inside the step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.epoch.assign(epoch)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MultiTaskModel(keras.Model):
+    """A multi-task ranking model: `FeatureEncoder` → `Backbone` → per-task towers.
+
+    Args:
+        features: a `FeatureSpec` (or list of features) of the raw inputs.
+        tasks: the `Task`s, in output order.
+        backbone: a `keras_mtl.layers` backbone (`SharedBottom`, `MMoE`, `CGC`, `PLE`).
+        tower_units: hidden widths of each task's tower (a final 1-unit layer is added).
+        tower_activation: activation of the tower's hidden layers.
+        balancer: a name, `Balancer` or config; `None` is `"ew"`. `compile(balancer=...)` and
+            `fit(..., balancer=...)` replace it.
+        dense_embedding_gradients: only for parameter-level balancers. False (default): embedding
+            tables are left out of the balanced per-task gradient matrix (densifying them costs
+            vocabulary × dim per task) and are updated with `Σ_k w_k ∇L_k`, using the balancer's
+            task weights (ones for projection methods). True: they are densified and balanced like
+            every other shared parameter.
+
+    Training (`train_step`): one forward pass on a tape, per-task losses, then by balancer level:
+    - `"losses"`: `Σ_k w_k L_k` back-propagated once.
+    - `"representation"`: the heads run on stop-gradient copies of the backbone's cut tensors, so
+      `∂L_k/∂cut` costs only the heads; the balancer combines the `[K, D]` matrix and the result is
+      chained through the trunk in **one** backward pass (`output_gradients`).
+    - `"parameters"`: per-task gradients w.r.t. the shared parameters, each one vector-Jacobian
+      product of `∂L_k/∂cut` through the trunk (chain rule, exact), balanced, then applied.
+    Task-specific (head) parameters always get `∇ Σ_k w_k L_k`. One `optimizer.apply` per step; a
+    non-finite loss or gradient skips the step (weights, optimizer and balancer state untouched) and
+    counts it in `skipped_steps`.
+
+    Logs: `loss` (Σ_k weight_k·L_k as equal weighting would train it, comparable across
+    balancers), `<task>_loss` (the task's mean loss over its valid rows) and `<task>_<metric>`.
+    """
+
+    def __init__(
+        self,
+        features: FeatureSpec | Sequence | dict,
+        tasks: Sequence[Task | dict],
+        backbone: Backbone | dict,
+        tower_units: Sequence[int] = (32,),
+        tower_activation: str = "relu",
+        balancer: str | Balancer | dict | None = None,
+        dense_embedding_gradients: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spec = as_feature_spec(features)
+        self.tasks = validate_tasks(tasks)
+        self.task_names = [t.name for t in self.tasks]
+        self.tower_units = [int(u) for u in tower_units]
+        self.tower_activation = tower_activation
+        self.dense_embedding_gradients = bool(dense_embedding_gradients)
+
+        self.encoder = FeatureEncoder(self.spec, name="features")
+        if isinstance(backbone, dict):
+            backbone = keras.saving.deserialize_keras_object(backbone)
+        if not isinstance(backbone, Backbone):
+            raise TypeError(
+                f"backbone must be a keras_mtl.layers.Backbone (SharedBottom, MMoE, CGC, PLE); "
+                f"got {type(backbone).__name__}."
+            )
+        if backbone.num_tasks is None:
+            backbone.set_num_tasks(len(self.tasks))
+        elif backbone.num_tasks != len(self.tasks):
+            raise ValueError(
+                f"The backbone was built for {backbone.num_tasks} tasks; the model has "
+                f"{len(self.tasks)}: {self.task_names}."
+            )
+        self.backbone = backbone
+        self.towers = [
+            MLP(self.tower_units, tower_activation, name=f"{t.name}_tower") for t in self.tasks
+        ]
+        self.logit_layers = [keras.layers.Dense(1, name=f"{t.name}_logit") for t in self.tasks]
+
+        # Trackers and metrics are created here: Keras locks a model's state once it is built.
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
+        self.task_metrics = [t.build_metrics() for t in self.tasks]
+        self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
+        self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
+        self._balancer = None
+        self.set_balancer(balancer)
+        self.build()
+
+    # ------------------------------------------------------------------------------ building
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.encoder.build()
+        self.backbone.build((None, self.encoder.output_dim))
+        self._forward(self._example_features(), training=False, detach_cut=False)
+        self._partition_variables()
+
+    def build_from_config(self, config):
+        self.build()
+
+    def _example_features(self, batch: int = 2) -> dict:
+        dtypes = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
+        return {
+            f.name: tf.zeros([batch], dtypes[f.dtype]) if f.dtype != "string"
+            else tf.fill([batch], "")
+            for f in self.spec
+        }
+
+    def _partition_variables(self):
+        """Splits trainable variables into shared (trunk, embeddings) and task-specific (heads)."""
+        head_layers = [layer for layers in self.backbone.head_layers() for layer in layers]
+        head_layers += list(self.towers) + list(self.logit_layers)
+        head_ids = {id(v) for layer in head_layers for v in layer.trainable_variables}
+        table_ids = {id(v) for v in self.encoder.embedding_tables}
+        shared = [v for v in self.encoder.trainable_variables + self.backbone.trainable_variables
+                  if id(v) not in head_ids]
+        self._head_variables = [v for layer in head_layers for v in layer.trainable_variables]
+        self._sparse_shared_variables = [v for v in shared if id(v) in table_ids]
+        self._dense_shared_variables = [v for v in shared if id(v) not in table_ids]
+
+    @property
+    def shared_variables(self) -> list:
+        return self._dense_shared_variables + self._sparse_shared_variables
+
+    @property
+    def head_variables(self) -> list:
+        return list(self._head_variables)
+
+    # ------------------------------------------------------------------------------ balancer
+    @property
+    def balancer(self) -> Balancer:
+        return self._balancer
+
+    def set_balancer(self, balancer: str | Balancer | dict | None, **hparams: Any) -> Balancer:
+        """Installs a balancer (a name with hyper-parameters, an instance or a config)."""
+        balancer = balancers_lib.get(balancer, **hparams)
+        if balancer is self._balancer:
+            return balancer
+        if not balancer.built:
+            balancer.build(len(self.tasks))
+        elif balancer.num_tasks != len(self.tasks):
+            raise ValueError(
+                f"Balancer {balancer.name!r} was built for {balancer.num_tasks} tasks; the model "
+                f"has {len(self.tasks)}."
+            )
+        # Keras locks a built model's state; a balancer swap is a deliberate, whole replacement of
+        # one sub-layer (state and all), so the lock is lifted for exactly that.
+        was_locked = self._tracker.locked
+        self._tracker.unlock()
+        try:
+            if self._balancer is not None:
+                self._tracker.untrack(self._balancer)
+            self._balancer = balancer
+        finally:
+            if was_locked:
+                self._tracker.lock()
+        self.train_function = None  # the step is traced for one balancer: retrace
+        return balancer
+
+    # ------------------------------------------------------------------------------ forward
+    def _forward(self, inputs, training, detach_cut):
+        x = self.encoder(inputs)
+        cut = self.backbone.trunk(x, training=training)
+        leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
+        task_repr, _ = self.backbone.heads(leaves, training=training)
+        logits = [
+            tf.cast(out(tower(r, training=training)), tf.float32)[:, 0]
+            for tower, out, r in zip(self.towers, self.logit_layers, task_repr, strict=True)
+        ]
+        return logits, cut, leaves
+
+    def call(self, inputs, training=False):
+        logits, _, _ = self._forward(inputs, training=training, detach_cut=False)
+        return {t.name: t.activation(z) for t, z in zip(self.tasks, logits, strict=True)}
+
+    def gate_weights(self, inputs) -> dict:
+        """Every gate's weights for the rows of `inputs`, keyed with task names."""
+        gates = self.backbone.gate_weights(self.encoder(inputs))
+        renamed = {}
+        for key, value in gates.items():
+            for k, name in enumerate(self.task_names):
+                key = key.replace(f"task_{k}", name) if key.endswith(f"task_{k}") else key
+            renamed[key] = value
+        return renamed
+
+    # ------------------------------------------------------------------------------ losses
+    def _labels(self, y):
+        if not isinstance(y, dict):
+            raise TypeError(
+                f"Labels must be a dict keyed by task name {self.task_names}; got {type(y)}."
+            )
+        unknown = sorted(set(y) - set(self.task_names))
+        if unknown:
+            raise ValueError(f"Labels for unknown task(s) {unknown}; the tasks are {self.task_names}.")
+        labels = {}
+        for task in self.tasks:
+            if task.name not in y:
+                raise KeyError(
+                    f"No labels for task {task.name!r}; got labels for {sorted(y)}. Missing "
+                    "labels within a task are NaN (or the task's missing_value), not a missing key."
+                )
+            value = tf.cast(y[task.name], tf.float32)
+            if value.shape.rank == 2 and value.shape[-1] == 1:
+                value = value[:, 0]
+            elif value.shape.rank != 1:
+                raise ValueError(
+                    f"Labels of task {task.name!r} must have shape [batch] or [batch, 1]; got "
+                    f"{value.shape}."
+                )
+            labels[task.name] = value
+        return labels
+
+    def _task_terms(self, y, logits, sample_weight):
+        """Per task: (mean loss over valid rows, clean labels, row weights)."""
+        labels = self._labels(y)
+        present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
+        clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
+        row_weight = None
+        if sample_weight is not None:
+            row_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        losses, weights = [], []
+        for task, logit in zip(self.tasks, logits, strict=True):
+            mask = present[task.name]
+            if task.sample_space is not None:
+                mask &= present[task.sample_space] & (clean[task.sample_space] > 0.5)
+            weight = tf.cast(mask, tf.float32)
+            if row_weight is not None:
+                weight *= row_weight
+            per_example = task.per_example_loss(clean[task.name], logit)
+            # where(), not a product: a masked row's loss may be inf/NaN and 0·inf is NaN.
+            per_example = tf.where(mask, per_example, 0.0)
+            losses.append(tf.math.divide_no_nan(tf.reduce_sum(weight * per_example),
+                                                tf.reduce_sum(weight)))
+            weights.append(weight)
+        return tf.stack(losses), clean, weights
+
+    # ------------------------------------------------------------------------------ gradients
+    def compute_gradients(self, x, y, sample_weight=None, training=True):
+        """One step's gradients, exactly as `train_step` applies them.
+
+        Returns `(grads, variables, task_losses, balance_result)`; `grads[i]` goes with
+        `variables[i]` (the model's trainable variables, in order; None where unused).
+        """
+        balancer = self._balancer
+        context = BalanceContext(
+            step=self.optimizer.iterations if self.optimizer is not None
+            else tf.constant(0, tf.int64),
+            epoch=self.epoch.value,
+        )
+        weighted_losses_fn = self._weighted_losses
+        if balancer.level == "losses":
+            with tf.GradientTape() as tape:
+                logits, _, _ = self._forward(x, training=training, detach_cut=False)
+                raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
+                losses = weighted_losses_fn(raw_losses)
+                result = balancer.balance(None, losses, context)
+                total = tf.reduce_sum(tf.stop_gradient(result.task_weights) * losses)
+            variables = self.trainable_variables
+            grads = tape.gradient(total, variables)
+            return grads, variables, (raw_losses, clean, row_weights, logits), result
+
+        with tf.GradientTape(persistent=True) as tape:
+            logits, cut, leaves = self._forward(x, training=training, detach_cut=True)
+            tape.watch(leaves)
+            raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
+            losses = weighted_losses_fn(raw_losses)
+            task_losses = tf.unstack(losses)
+        cut_grads = [
+            tape.gradient(loss, leaves, unconnected_gradients=_ZERO) for loss in task_losses
+        ]
+        grads_by_id = {}
+        if balancer.level == "representation":
+            matrix = tf.stack([_flatten(g) for g in cut_grads])
+            result = balancer.balance(matrix, losses, context)
+            combined = _unflatten(result.combined, leaves)
+            shared = self.shared_variables
+            for v, g in zip(shared, tape.gradient(cut, shared, output_gradients=combined,
+                                                    unconnected_gradients=_ZERO), strict=True):
+                grads_by_id[id(v)] = g
+        else:
+            balanced = list(self._dense_shared_variables)
+            sparse = list(self._sparse_shared_variables)
+            if self.dense_embedding_gradients:
+                balanced, sparse = balanced + sparse, []
+            rows = [
+                _flatten(tape.gradient(cut, balanced, output_gradients=g,
+                                       unconnected_gradients=_ZERO))
+                for g in cut_grads
+            ]
+            result = balancer.balance(tf.stack(rows), losses, context)
+            for v, g in zip(balanced, _unflatten(result.combined, balanced), strict=True):
+                grads_by_id[id(v)] = g
+            if sparse:
+                weighted_cut = [
+                    tf.add_n([w * g[i] for w, g in zip(tf.unstack(result.task_weights),
+                                                       cut_grads, strict=True)])
+                    for i in range(len(leaves))
+                ]
+                for v, g in zip(sparse, tape.gradient(cut, sparse, output_gradients=weighted_cut),
+                                strict=True):
+                    grads_by_id[id(v)] = g
+        head_loss = tf.reduce_sum(tf.stop_gradient(result.task_weights) * losses)
+        heads = self._head_variables
+        for v, g in zip(heads, tape.gradient(head_loss, heads), strict=True):
+            grads_by_id[id(v)] = g
+        del tape
+        variables = self.trainable_variables
+        grads = [grads_by_id.get(id(v)) for v in variables]
+        return grads, variables, (raw_losses, clean, row_weights, logits), result
+
+    def _weighted_losses(self, raw_losses):
+        factors = [t.weight for t in self.tasks]
+        if all(f == 1.0 for f in factors):
+            return raw_losses
+        return raw_losses * tf.constant(factors, tf.float32)
+
+    # ------------------------------------------------------------------------------ steps
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        grads, variables, terms, result = self.compute_gradients(x, y, sample_weight)
+        raw_losses = terms[0]
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
+        finite = tf.reduce_all(tf.math.is_finite(raw_losses))
+        for g, _ in pairs:
+            values = g.values if isinstance(g, tf.IndexedSlices) else g
+            finite &= tf.reduce_all(tf.math.is_finite(values))
+
+        def apply():
+            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+            for variable, value in result.updates:
+                variable.assign(value)
+            return tf.constant(0.0)
+
+        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
+        self.skipped_steps.update_state(skipped)
+        self._update_metrics(x, terms, finite)
+        logs = self._logs()
+        logs["skipped_steps"] = self.skipped_steps.result()
+        return logs
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        logits, _, _ = self._forward(x, training=False, detach_cut=False)
+        terms = self._task_terms(y, logits, sample_weight)
+        self._update_metrics(x, (*terms, logits), tf.constant(True))
+        return self._logs()
+
+    def _update_metrics(self, x, terms, finite):
+        raw_losses, clean, row_weights, logits = terms
+        # A skipped (non-finite) step must not poison the running means either.
+        keep = tf.cast(finite, tf.float32)
+        safe_losses = tf.where(finite, raw_losses, 0.0)
+        factors = tf.constant([t.weight for t in self.tasks], tf.float32)
+        self.loss_tracker.update_state(tf.reduce_sum(factors * safe_losses), sample_weight=keep)
+        for k, task in enumerate(self.tasks):
+            has_rows = tf.cast(tf.reduce_sum(row_weights[k]) > 0, tf.float32)
+            self.task_loss_trackers[k].update_state(safe_losses[k], sample_weight=keep * has_rows)
+            predictions = task.activation(logits[k])
+            predictions = tf.where(tf.math.is_finite(predictions), predictions, 0.0)
+            for metric in self.task_metrics[k]:
+                kwargs = {}
+                group = group_feature_of(metric)
+                if group is not None:
+                    if group not in x:
+                        raise KeyError(
+                            f"Metric {metric.name!r} groups rows by feature {group!r}, which is "
+                            f"not in the inputs {sorted(x)}."
+                        )
+                    kwargs["groups"] = x[group]
+                metric.update_state(clean[task.name], predictions,
+                                    sample_weight=row_weights[k] * keep, **kwargs)
+
+    def _logs(self):
+        return {m.name: m.result() for m in self.metrics if m is not self.skipped_steps}
+
+    @property
+    def metrics(self):
+        return [
+            self.loss_tracker,
+            *self.task_loss_trackers,
+            *[m for metrics in self.task_metrics for m in metrics],
+            self.skipped_steps,
+        ]
+
+    # ------------------------------------------------------------------------------ Keras API
+    def compile(self, optimizer="adam", balancer=None, **kwargs):
+        """`keras.Model.compile` plus `balancer=`. Losses and metrics belong to the `Task`s."""
+        for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"compile({key}=...) is not used by MultiTaskModel: losses, weights and metrics "
+                    "are declared on each keras_mtl.Task."
+                )
+            kwargs.pop(key, None)
+        super().compile(optimizer=optimizer, **kwargs)
+        if balancer is not None:
+            self.set_balancer(balancer)
+        # Build optimizer state now so that skipping a step (tf.cond) never creates variables.
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**{k: v for k, v in config.items() if v is not None})
+
+    def fit(self, *args, balancer=None, callbacks=None, **kwargs):
+        """`keras.Model.fit` plus `balancer=` (a name, instance or config) for this and later runs."""
+        if balancer is not None:
+            self.set_balancer(balancer)
+        callbacks = [*(callbacks or []), _EpochCounter()]
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "features": self.spec.get_config(),
+            "tasks": [t.get_config() for t in self.tasks],
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "tower_units": self.tower_units,
+            "tower_activation": self.tower_activation,
+            "balancer": keras.saving.serialize_keras_object(self._balancer),
+            "dense_embedding_gradients": self.dense_embedding_gradients,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _flatten(tensors) -> tf.Tensor:
+    parts = [tf.convert_to_tensor(t) for t in tensors]  # densifies IndexedSlices (opt-in only)
+    return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
+
+
+def _unflatten(vector, like) -> list:
+    sizes = [tf.size(t) for t in like]
+    return [tf.reshape(piece, tf.shape(t)) for piece, t in zip(tf.split(vector, sizes), like,
+                                                                strict=True)]
