@@ -74,7 +74,7 @@ def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.nda
             if invalid.any():
                 row = frame.index[np.argmax(invalid)]
                 raise ValueError(
-                    f"Binary task {task.name!r} has label {values[invalid][0]!r} at row {row!r}; "
+                    f"Binary task {task.name!r} has label {float(values[invalid][0])!r} at row {row!r}; "
                     "expected 0 or 1 (NaN marks a missing label)."
                 )
         arrays[task.name] = values

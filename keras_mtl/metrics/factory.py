@@ -37,7 +37,9 @@ def make_metric(spec: Any, prefix: str) -> keras.metrics.Metric:
         if inspect.isclass(obj):
             return obj(name=f"{prefix}_{spec}")
         if isinstance(obj, keras.metrics.Metric):
-            spec = obj
+            config = obj.get_config()
+            config["name"] = f"{prefix}_{spec}"  # the name the user wrote, e.g. "mae"
+            return type(obj).from_config(config)
         else:
             return keras.metrics.MeanMetricWrapper(obj, name=f"{prefix}_{spec}")
     if inspect.isclass(spec) and issubclass(spec, keras.metrics.Metric):

@@ -114,8 +114,10 @@ class MultiTaskModel(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        self.encoder.build()
-        self.backbone.build((None, self.encoder.output_dim))
+        if not self.encoder.built:
+            self.encoder.build()
+        if not self.backbone.built:  # a deserialised backbone arrives built (its build_config)
+            self.backbone.build((None, self.encoder.output_dim))
         self._forward(self._example_features(), training=False, detach_cut=False)
         self._partition_variables()
 
@@ -267,7 +269,7 @@ class MultiTaskModel(keras.Model):
         """
         balancer = self._balancer
         context = BalanceContext(
-            step=self.optimizer.iterations if self.optimizer is not None
+            step=self.optimizer.iterations if getattr(self, "optimizer", None) is not None
             else tf.constant(0, tf.int64),
             epoch=self.epoch.value,
         )
@@ -323,9 +325,10 @@ class MultiTaskModel(keras.Model):
                 for v, g in zip(sparse, tape.gradient(cut, sparse, output_gradients=weighted_cut),
                                 strict=True):
                     grads_by_id[id(v)] = g
-        head_loss = tf.reduce_sum(tf.stop_gradient(result.task_weights) * losses)
         heads = self._head_variables
-        for v, g in zip(heads, tape.gradient(head_loss, heads), strict=True):
+        head_grads = tape.gradient(losses, heads,
+                                   output_gradients=tf.stop_gradient(result.task_weights))
+        for v, g in zip(heads, head_grads, strict=True):
             grads_by_id[id(v)] = g
         del tape
         variables = self.trainable_variables
@@ -431,6 +434,10 @@ class MultiTaskModel(keras.Model):
         if balancer is not None:
             self.set_balancer(balancer)
         callbacks = [*(callbacks or []), _EpochCounter()]
+        data = args[0] if args else kwargs.get("x")
+        if isinstance(data, tf.data.Dataset):
+            # Keras warns that shuffle=True (its default) is ignored for datasets: it is.
+            kwargs.setdefault("shuffle", False)
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def get_config(self):
