@@ -24,3 +24,11 @@ __all__ = [
     "get",
     "register",
 ]
+
+# Registration happens on import.
+from keras_mtl.balancers.cograd import CoGrad  # noqa: E402
+from keras_mtl.balancers.gradcraft import GradCraft  # noqa: E402
+from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
+from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
+
+__all__ += ["CoGrad", "GradCraft", "MetaBalance", "MultiBalance"]

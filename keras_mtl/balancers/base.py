@@ -33,10 +33,21 @@ LEVELS = ("losses", "representation", "parameters")
 
 
 class BalanceContext(NamedTuple):
-    """Training-time facts a balancer may use. `step` counts optimizer steps, `epoch` from 0."""
+    """Training-time facts a balancer may use.
+
+    - `step`: optimizer steps taken so far; `epoch`: the current epoch, from 0.
+    - `segment_sizes`: how the columns of the gradient matrix split into tensors (one per shared
+      parameter tensor, or per cut tensor, batch included); `None` means one segment.
+    - `batch_size`: rows in the batch (the leading dimension of every cut tensor), or `None`.
+    - `hessian_term`: for balancers that ask for it (`needs_hessian_term`), the exact
+      `Σ_i H_i (Σ_j g_j - g_i)` over the balanced parameters, flattened like the matrix.
+    """
 
     step: tf.Tensor
     epoch: tf.Tensor
+    segment_sizes: tuple | None = None
+    batch_size: tf.Tensor | None = None
+    hessian_term: tf.Tensor | None = None
 
     @classmethod
     def default(cls) -> BalanceContext:
@@ -44,9 +55,20 @@ class BalanceContext(NamedTuple):
 
 
 class BalanceResult(NamedTuple):
-    combined: tf.Tensor | None  # [D], None at the losses level
-    task_weights: tf.Tensor  # [K]
-    updates: tuple  # ((variable, new_value), ...), applied by the model on finite steps only
+    """One step of a balancer.
+
+    - `combined`: the `[D]` shared update (None at the losses level).
+    - `task_weights`: `[K]` weights of the task losses for the task-specific (head) parameters.
+    - `updates`: `((variable, new_value), ...)`, assigned by the model on finite steps only.
+    - `shared_weights`: when `combined == shared_weights @ J` (a weighting), those `[K]` weights;
+      the model uses them for shared parameters left out of the matrix (embedding tables at the
+      parameter level). None for non-linear methods, which then fall back to `task_weights`.
+    """
+
+    combined: tf.Tensor | None
+    task_weights: tf.Tensor
+    updates: tuple
+    shared_weights: tf.Tensor | None = None
 
 
 class Balancer(keras.layers.Layer):
@@ -72,15 +94,41 @@ class Balancer(keras.layers.Layer):
     def needs_gradients(self) -> bool:
         return self.level != "losses"
 
-    def build(self, num_tasks):
+    needs_hessian_term: ClassVar[bool] = False
+
+    def build(self, num_tasks, task_names=None, num_segments: int | None = None):
+        """Creates the state for `num_tasks` tasks.
+
+        `task_names` lets a balancer accept a task by name (e.g. a target task);
+        `num_segments` is the number of tensors the gradient matrix is made of at this balancer's
+        level (per-tensor methods size their state with it; `None`: one segment).
+        """
         if isinstance(num_tasks, tuple | list):  # Keras may pass a shape
             num_tasks = num_tasks[0]
         self.num_tasks = int(num_tasks)
+        self.task_names = list(task_names) if task_names is not None else None
+        self.num_segments = 1 if num_segments is None else int(num_segments)
         self.build_state(self.num_tasks)
         self.built = True
 
     def build_state(self, num_tasks: int) -> None:
         """Creates state variables (`self.add_weight(..., trainable=False)`). Default: none."""
+
+    def task_index(self, task: int | str) -> int:
+        """A task given by index or by name (names need the model's `task_names`)."""
+        if isinstance(task, str):
+            if not self.task_names or task not in self.task_names:
+                raise ValueError(
+                    f"Balancer {self.name_in_registry!r}: unknown task {task!r}; the tasks are "
+                    f"{self.task_names}."
+                )
+            return self.task_names.index(task)
+        if not 0 <= int(task) < self.num_tasks:
+            raise ValueError(
+                f"Balancer {self.name_in_registry!r}: task index {task} is out of range for "
+                f"{self.num_tasks} tasks."
+            )
+        return int(task)
 
     def balance(self, matrix, losses, context: BalanceContext) -> BalanceResult:
         """One step: the combined gradient (None at the losses level), task weights, updates."""
@@ -127,4 +175,23 @@ class Weighting(Balancer):
         weights, updates = self.task_weights(losses, context, matrix)
         weights = tf.cast(weights, tf.float32)
         combined = None if matrix is None else tf.linalg.matvec(matrix, weights, transpose_a=True)
-        return BalanceResult(combined, weights, tuple(updates))
+        return BalanceResult(combined, weights, tuple(updates), shared_weights=weights)
+
+
+def split_segments(matrix: tf.Tensor, segment_sizes) -> list[tf.Tensor]:
+    """The `[K, d_s]` column blocks of a `[K, D]` matrix, one per tensor (`None`: one block)."""
+    if segment_sizes is None:
+        return [matrix]
+    return tf.split(matrix, list(segment_sizes), axis=1)
+
+
+def segment_norms(matrix: tf.Tensor, segment_sizes) -> tf.Tensor:
+    """`[K, S]`: the norm of each task's gradient restricted to each tensor."""
+    return tf.stack([tf.norm(block, axis=1) for block in split_segments(matrix, segment_sizes)],
+                    axis=1)
+
+
+def scale_segments(matrix: tf.Tensor, factors: tf.Tensor, segment_sizes) -> tf.Tensor:
+    """Multiplies block s of task k by `factors[k, s]`."""
+    blocks = split_segments(matrix, segment_sizes)
+    return tf.concat([block * factors[:, s:s + 1] for s, block in enumerate(blocks)], axis=1)

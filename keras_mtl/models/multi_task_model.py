@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_mtl import balancers as balancers_lib
 from keras_mtl.balancers.base import BalanceContext, Balancer
+from keras_mtl.balancers.cograd import transference_hessian_term
 from keras_mtl.features import FeatureEncoder
 from keras_mtl.features.spec import FeatureSpec, as_feature_spec
 from keras_mtl.layers.backbone import Backbone
@@ -107,8 +109,9 @@ class MultiTaskModel(keras.Model):
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         self._balancer = None
-        self.set_balancer(balancer)
         self.build()
+        # After build: a balancer sizes its state by the model's layout (tasks, tensors).
+        self.set_balancer(balancer)
 
     # ------------------------------------------------------------------------------ building
     def build(self, input_shape=None):
@@ -118,7 +121,8 @@ class MultiTaskModel(keras.Model):
             self.encoder.build()
         if not self.backbone.built:  # a deserialised backbone arrives built (its build_config)
             self.backbone.build((None, self.encoder.output_dim))
-        self._forward(self._example_features(), training=False, detach_cut=False)
+        _, cut, _ = self._forward(self._example_features(), training=False, detach_cut=False)
+        self._num_cut_tensors = len(cut)
         self._partition_variables()
 
     def build_from_config(self, config):
@@ -144,6 +148,19 @@ class MultiTaskModel(keras.Model):
         self._sparse_shared_variables = [v for v in shared if id(v) in table_ids]
         self._dense_shared_variables = [v for v in shared if id(v) not in table_ids]
 
+    def _balanced_variables(self) -> list:
+        """The shared variables whose task gradients form the parameter-level matrix."""
+        if self.dense_embedding_gradients:
+            return self._dense_shared_variables + self._sparse_shared_variables
+        return list(self._dense_shared_variables)
+
+    def _num_segments(self, level: str) -> int | None:
+        if level == "representation":
+            return self._num_cut_tensors
+        if level == "parameters":
+            return len(self._balanced_variables())
+        return None
+
     @property
     def shared_variables(self) -> list:
         return self._dense_shared_variables + self._sparse_shared_variables
@@ -162,12 +179,14 @@ class MultiTaskModel(keras.Model):
         balancer = balancers_lib.get(balancer, **hparams)
         if balancer is self._balancer:
             return balancer
+        segments = self._num_segments(balancer.level)
         if not balancer.built:
-            balancer.build(len(self.tasks))
-        elif balancer.num_tasks != len(self.tasks):
+            balancer.build(len(self.tasks), self.task_names, segments)
+        elif balancer.num_tasks != len(self.tasks) or balancer.num_segments != (segments or 1):
             raise ValueError(
-                f"Balancer {balancer.name!r} was built for {balancer.num_tasks} tasks; the model "
-                f"has {len(self.tasks)}."
+                f"Balancer {balancer.name!r} was built for {balancer.num_tasks} tasks and "
+                f"{balancer.num_segments} gradient tensors; this model has {len(self.tasks)} tasks "
+                f"and {segments or 1}. Pass a fresh balancer (or its name)."
             )
         # Keras locks a built model's state; a balancer swap is a deliberate, whole replacement of
         # one sub-layer (state and all), so the lock is lifted for exactly that.
@@ -297,6 +316,8 @@ class MultiTaskModel(keras.Model):
         grads_by_id = {}
         if balancer.level == "representation":
             matrix = tf.stack([_flatten(g) for g in cut_grads])
+            context = context._replace(segment_sizes=tuple(tf.size(leaf) for leaf in leaves),
+                                       batch_size=tf.shape(leaves[0])[0])
             result = balancer.balance(matrix, losses, context)
             combined = _unflatten(result.combined, leaves)
             shared = self.shared_variables
@@ -304,21 +325,30 @@ class MultiTaskModel(keras.Model):
                                                     unconnected_gradients=_ZERO), strict=True):
                 grads_by_id[id(v)] = g
         else:
-            balanced = list(self._dense_shared_variables)
-            sparse = list(self._sparse_shared_variables)
-            if self.dense_embedding_gradients:
-                balanced, sparse = balanced + sparse, []
+            balanced = self._balanced_variables()
+            sparse = [v for v in self._sparse_shared_variables
+                      if not self.dense_embedding_gradients]
             rows = [
                 _flatten(tape.gradient(cut, balanced, output_gradients=g,
                                        unconnected_gradients=_ZERO))
                 for g in cut_grads
             ]
+            context = context._replace(
+                segment_sizes=tuple(int(np.prod(v.shape)) for v in balanced))
+            if balancer.needs_hessian_term:
+                context = context._replace(hessian_term=transference_hessian_term(
+                    lambda: weighted_losses_fn(self._task_terms(
+                        y, self._forward(x, training=training, detach_cut=False)[0],
+                        sample_weight)[0]),
+                    balanced))
             result = balancer.balance(tf.stack(rows), losses, context)
             for v, g in zip(balanced, _unflatten(result.combined, balanced), strict=True):
                 grads_by_id[id(v)] = g
             if sparse:
+                weights = (result.task_weights if result.shared_weights is None
+                           else result.shared_weights)
                 weighted_cut = [
-                    tf.add_n([w * g[i] for w, g in zip(tf.unstack(result.task_weights),
+                    tf.add_n([w * g[i] for w, g in zip(tf.unstack(weights),
                                                        cut_grads, strict=True)])
                     for i in range(len(leaves))
                 ]

@@ -1,0 +1,86 @@
+"""Properties every registered balancer must have (one parametrised suite)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_mtl as km
+from keras_mtl import balancers
+from keras_mtl.balancers import BalanceContext
+from tests.helpers import BACKBONES, xla_data, xla_spec
+
+NAMES = [n for n in balancers.available() if not n.startswith("_")]
+HPARAMS = {"static": {"weights": [1.0, 0.5, 2.0]}}
+RNG = np.random.default_rng(0)
+MATRICES = {
+    "random": RNG.normal(size=(3, 7)),
+    "low_rank": np.outer([1.0, 2.0, -1.0], RNG.normal(size=7)),
+    "nearly_opposite": np.stack([np.ones(7), -np.ones(7) + 1e-3, RNG.normal(size=7)]),
+    "badly_scaled": RNG.normal(size=(3, 7)) * np.array([[1e-6], [1.0], [1e6]]),
+    "zero_task": np.vstack([RNG.normal(size=(2, 7)), np.zeros((1, 7))]),
+}
+
+
+def make(name, **extra):
+    return balancers.get(name, **{**HPARAMS.get(name, {}), **extra})
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind", sorted(MATRICES))
+def test_finite_output_of_the_right_shape(name, kind):
+    balancer = make(name)
+    level = balancer.level
+    if level == "losses":
+        balancer = make(name, level="parameters")
+    balancer.build(3)
+    result = balancer.balance(tf.constant(MATRICES[kind], tf.float32), tf.constant([0.5, 1, 2.0]),
+                              BalanceContext.default())
+    assert result.combined.shape == (7,)
+    assert np.all(np.isfinite(result.combined)), result.combined
+    assert result.task_weights.shape == (3,)
+    assert np.all(np.isfinite(result.task_weights))
+
+
+def model():
+    return km.MultiTaskModel(
+        features=xla_spec(),
+        tasks=[km.Task("click"), km.Task("watch_time", kind="regression"), km.Task("like")],
+        backbone=BACKBONES["mmoe"](), tower_units=[4],
+    )
+
+
+def data():
+    x, y = xla_data(128)
+    y["like"] = (x["x2"] > 0).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trains_under_xla_and_round_trips_with_state(name, tmp_path):
+    x, y = data()
+    m = model()
+    m.compile(optimizer="adam", jit_compile=True, balancer=make(name))
+    history = m.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    assert history.history["skipped_steps"] == [0.0, 0.0]
+    path = os.path.join(tmp_path, "m.keras")
+    m.save(path)
+    restored = keras.models.load_model(path)
+    assert type(restored.balancer) is type(m.balancer)
+    assert restored.balancer.get_config() == m.balancer.get_config()
+    for a, b in zip(m.balancer.weights, restored.balancer.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(restored.predict(x, verbose=0)["click"],
+                               m.predict(x, verbose=0)["click"], atol=1e-6)
+
+
+def test_cograd_exact_hessian_mode_trains_in_the_model():
+    x, y = data()
+    m = model()
+    m.compile(optimizer="adam", jit_compile=True,
+              balancer=balancers.get("cograd", hessian="exact", gamma=0.5))
+    history = m.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
