@@ -91,7 +91,7 @@ def train(args) -> dict:
     )
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   jit_compile=args.jit_compile)
-    balancer = km.balancers.get(args.balancer)
+    balancer = km.balancers.get(args.balancer, **_balancer_args(args.balancer_args))
     print(f"Model: {args.model} ({model.count_params():,} parameters), balancer: "
           f"{balancer.name_in_registry} at the {balancer.level} level")
     train_ds = data.as_tf_dataset("train", batch_size=args.batch_size, seed=args.seed)
@@ -112,6 +112,24 @@ def train(args) -> dict:
     return results
 
 
+def bench(args) -> dict:
+    from keras_mtl import bench as bench_lib
+
+    kwargs = dict(architecture=args.model, num_tasks=args.tasks, batch_size=args.batch_size,
+                  experts=args.num_experts, units=args.expert_units, steps=args.steps,
+                  windows=args.windows, jit_compile=args.jit_compile)
+    if args.quick:
+        kwargs.update(batch_size=min(args.batch_size, 256), experts=4, units=32, steps=3,
+                      windows=2, warmup=1)
+    balancers = args.balancers.split(",") if args.balancers else bench_lib.DEFAULT_BALANCERS
+    result = bench_lib.run(balancers, **kwargs)
+    print(bench_lib.format_markdown(result))
+    if args.json:
+        bench_lib.save_json(result, args.json)
+        print(f"\nWrote {args.json}")
+    return result
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-mtl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Local data file/folder (census-income); default: download.")
     p.add_argument("--model", choices=BACKBONES, default="ple")
     p.add_argument("--balancer", default="ew", help="A balancer name (see keras_mtl.balancers).")
+    p.add_argument("--balancer-args", default=None,
+                   help='Hyper-parameters as JSON, e.g. \'{"relax_factor": 0.5}\'.')
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -135,7 +155,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (Keras' choice), true or false.")
     p.add_argument("--save", default=None, help="Write the trained model to this .keras file.")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+
+    b = commands.add_parser(
+        "bench", help="Training throughput of each balancer relative to ew, in the same run.")
+    b.add_argument("--balancers", default=None,
+                   help="Comma-separated names, optionally name@level (default: a standard set).")
+    b.add_argument("--model", choices=BACKBONES, default="mmoe")
+    b.add_argument("--tasks", type=int, default=4)
+    b.add_argument("--batch-size", type=int, default=2048)
+    b.add_argument("--num-experts", type=int, default=8)
+    b.add_argument("--expert-units", type=int, default=256)
+    b.add_argument("--steps", type=int, default=10, help="Steps per timed window.")
+    b.add_argument("--windows", type=int, default=5, help="Timed windows (the median is kept).")
+    b.add_argument("--jit-compile", default=True, type=_jit_flag)
+    b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
+    b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     return parser
+
+
+def _balancer_args(text: str | None) -> dict:
+    if not text:
+        return {}
+    import json
+
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--balancer-args must be a JSON object: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"--balancer-args must be a JSON object, got {text!r}.")
+    return parsed
 
 
 def _jit_flag(value: str):
@@ -151,12 +200,12 @@ def _jit_flag(value: str):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        try:
-            train(args)
-        except (ValueError, KeyError, FileNotFoundError) as error:
-            print(f"keras-mtl train: {error}", file=sys.stderr)
-            return 2
+    command = {"train": train, "bench": bench}[args.command]
+    try:
+        command(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"keras-mtl {args.command}: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,5 +1,7 @@
+import json
 import os
 
+import numpy as np
 import pytest
 
 from keras_mtl.cli import main
@@ -48,3 +50,32 @@ def test_mmoe_reaches_the_papers_census_auc(capsys):
     table = parse_table(capsys.readouterr().out)
     assert table["income"]["auc"] >= 0.93
     assert table["never_married"]["auc"] >= 0.98
+
+
+@pytest.mark.parametrize("balancer, args", [
+    ("multibalance", None), ("metabalance", '{"relax_factor": 0.5}'), ("gradcraft", None),
+    ("cograd", '{"gamma": 0.01}'),
+])
+def test_train_with_the_recommender_balancers(balancer, args, capsys):
+    argv = ["train", "--model", "mmoe", "--balancer", balancer, "--epochs", "1",
+            "--num-examples", "600", "--verbose", "0"]
+    if args:
+        argv += ["--balancer-args", args]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"balancer: {balancer}" in out
+    assert all(np.isfinite(row["loss"]) for row in parse_table(out).values())
+
+
+def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
+    path = os.path.join(tmp_path, "bench.json")
+    assert main(["bench", "--quick", "--balancers", "multibalance,ew@parameters",
+                 "--json", path]) == 0
+    with open(path) as handle:
+        result = json.load(handle)
+    rows = {(r["balancer"], r["level"]): r for r in result["rows"]}
+    assert set(rows) == {("ew", "losses"), ("multibalance", "representation"),
+                         ("ew", "parameters")}
+    assert rows[("ew", "losses")]["ratio_to_ew"] == 1.0
+    assert all(r["examples_per_second"] > 0 for r in rows.values())
+    assert "| multibalance | representation |" in capsys.readouterr().out

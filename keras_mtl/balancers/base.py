@@ -29,6 +29,8 @@ from typing import ClassVar, NamedTuple
 import keras
 import tensorflow as tf
 
+from keras_mtl.balancers.ops import block_weighted_sum, row_norms, weighted_sum
+
 LEVELS = ("losses", "representation", "parameters")
 
 
@@ -134,6 +136,18 @@ class Balancer(keras.layers.Layer):
         """One step: the combined gradient (None at the losses level), task weights, updates."""
         raise NotImplementedError
 
+    def balance_blocks(self, blocks, losses, context: BalanceContext) -> BalanceResult:
+        """`balance` on `blocks[k][s]`: task k's gradient w.r.t. tensor s, in its own shape.
+
+        The matrix is `J[k] = concat_s flatten(blocks[k][s])`. This default builds it and calls
+        `balance`; `combined` stays flat. Methods that only need row norms and weighted sums
+        override it to skip building the `[K, D]` matrix (on XLA's CPU backend building and
+        re-reading it costs more than the maths); their `combined` is then a list of tensors shaped
+        like `blocks[0]`.
+        """
+        matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
+        return self.balance(matrix, losses, context)
+
     def aggregate(self, matrix, losses=None, context: BalanceContext | None = None) -> tf.Tensor:
         """Functional core: the `[D]` combination of the `[K, D]` `matrix`; state is not changed."""
         matrix = tf.convert_to_tensor(matrix, tf.float32)
@@ -171,11 +185,21 @@ class Weighting(Balancer):
         """Returns `(weights [K], updates)`."""
         raise NotImplementedError
 
+    needs_matrix: ClassVar[bool] = False  # True: task_weights reads the gradient matrix
+
     def balance(self, matrix, losses, context):
         weights, updates = self.task_weights(losses, context, matrix)
         weights = tf.cast(weights, tf.float32)
-        combined = None if matrix is None else tf.linalg.matvec(matrix, weights, transpose_a=True)
+        combined = None if matrix is None else weighted_sum(matrix, weights)
         return BalanceResult(combined, weights, tuple(updates), shared_weights=weights)
+
+    def balance_blocks(self, blocks, losses, context):
+        if self.needs_matrix:
+            return super().balance_blocks(blocks, losses, context)
+        weights, updates = self.task_weights(losses, context, None)
+        weights = tf.cast(weights, tf.float32)
+        return BalanceResult(block_weighted_sum(blocks, weights), weights, tuple(updates),
+                             shared_weights=weights)
 
 
 def split_segments(matrix: tf.Tensor, segment_sizes) -> list[tf.Tensor]:
@@ -187,8 +211,7 @@ def split_segments(matrix: tf.Tensor, segment_sizes) -> list[tf.Tensor]:
 
 def segment_norms(matrix: tf.Tensor, segment_sizes) -> tf.Tensor:
     """`[K, S]`: the norm of each task's gradient restricted to each tensor."""
-    return tf.stack([tf.norm(block, axis=1) for block in split_segments(matrix, segment_sizes)],
-                    axis=1)
+    return tf.stack([row_norms(block) for block in split_segments(matrix, segment_sizes)], axis=1)
 
 
 def scale_segments(matrix: tf.Tensor, factors: tf.Tensor, segment_sizes) -> tf.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult
+from keras_mtl.balancers.ops import gramian, weighted_sum
 from keras_mtl.balancers.registry import register
 
 REDUCTIONS = ("mean", "sum")
@@ -79,13 +80,13 @@ class GradCraft(Balancer):
         self.magnitudes = self.add_weight(shape=(num_tasks,), initializer="zeros",
                                           trainable=False, name="magnitudes")
 
-    def coefficients(self, gramian: tf.Tensor, magnitudes: tf.Tensor) -> tf.Tensor:
+    def coefficients(self, gram: tf.Tensor, magnitudes: tf.Tensor) -> tf.Tensor:
         """`C` with `g̃ = C @ J` (rows: the deconflicted task gradients), from the Gramian."""
-        gramian = tf.cast(gramian, tf.float64)
+        gram = tf.cast(gram, tf.float64)
         magnitudes = tf.cast(magnitudes, tf.float64)
         scale = (self.tau * tf.math.divide_no_nan(tf.reduce_max(magnitudes), magnitudes)
                  + (1.0 - self.tau))
-        scaled = gramian * scale[:, None] * scale[None, :]  # Gramian of the ĝ
+        scaled = gram * scale[:, None] * scale[None, :]  # Gramian of the ĝ
         norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(scaled), 0.0))
         conflict = tf.cast(scaled < 0.0, tf.float64)  # [i, k]: ĝ_k conflicts with ĝ_i
         # For every i at once: the conflicting block of the Gramian, identity elsewhere.
@@ -98,23 +99,23 @@ class GradCraft(Balancer):
 
     def deconflicted(self, matrix: tf.Tensor, magnitudes: tf.Tensor | None = None) -> tf.Tensor:
         """The `[K, D]` deconflicted gradients g̃ (for inspection and tests)."""
-        gramian = tf.matmul(matrix, matrix, transpose_b=True)
+        gram = gramian(matrix)
         if magnitudes is None:
-            magnitudes = tf.sqrt(tf.linalg.diag_part(gramian))
-        return tf.matmul(tf.cast(self.coefficients(gramian, magnitudes), matrix.dtype), matrix)
+            magnitudes = tf.sqrt(tf.linalg.diag_part(gram))
+        return tf.matmul(tf.cast(self.coefficients(gram, magnitudes), matrix.dtype), matrix)
 
     def balance(self, matrix, losses, context):
-        gramian = tf.matmul(matrix, matrix, transpose_b=True)
-        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gramian), 0.0))
+        gram = gramian(matrix)
+        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
         if self.beta > 0:
             magnitudes = self.beta * self.magnitudes + (1.0 - self.beta) * norms
         else:
             magnitudes = norms
-        weights = tf.reduce_sum(self.coefficients(gramian, magnitudes), axis=0)
+        weights = tf.reduce_sum(self.coefficients(gram, magnitudes), axis=0)
         if self.reduction == "mean":
             weights = weights / self.num_tasks
         weights = tf.cast(weights, matrix.dtype)
-        combined = tf.linalg.matvec(matrix, weights, transpose_a=True)
+        combined = weighted_sum(matrix, weights)
         ones = tf.ones([self.num_tasks], tf.float32)
         return BalanceResult(combined, ones, ((self.magnitudes, magnitudes),),
                              shared_weights=weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult, segment_norms, split_segments
+from keras_mtl.balancers.ops import weighted_sum
 from keras_mtl.balancers.registry import register
 
 
@@ -71,7 +72,7 @@ class MetaBalance(Balancer):
         is_target = tf.one_hot(self.target_index, self.num_tasks, dtype=tf.float32)[:, None]
         factors = is_target + (1.0 - is_target) * factors
         combined = tf.concat(
-            [tf.linalg.matvec(block, factors[:, s], transpose_a=True)
+            [weighted_sum(block, factors[:, s])
              for s, block in enumerate(split_segments(matrix, sizes))],
             axis=0,
         )

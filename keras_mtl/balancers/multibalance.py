@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult, split_segments
+from keras_mtl.balancers.ops import block_row_norms, block_weighted_sum, row_norms, weighted_sum
 from keras_mtl.balancers.registry import register
 
 REFERENCES = ("max", "mean")
@@ -64,7 +65,7 @@ class MultiBalance(Balancer):
 
     def gradient_norms(self, matrix, context) -> tf.Tensor:
         if self.norm == "batch":
-            return tf.norm(matrix, axis=1)
+            return row_norms(matrix)
         if context.batch_size is None:
             raise ValueError("multibalance norm='example' needs the batch layout of the "
                              "representation (run it inside MultiTaskModel).")
@@ -72,9 +73,9 @@ class MultiBalance(Balancer):
         for block in split_segments(matrix, context.segment_sizes):
             rows = tf.reshape(block, [self.num_tasks, context.batch_size, -1])
             squares += tf.reduce_sum(tf.square(rows), axis=2)  # [K, B]
-        row_norms = tf.sqrt(squares)
-        nonzero = tf.reduce_sum(tf.cast(row_norms > 0, tf.float32), axis=1)
-        return tf.math.divide_no_nan(tf.reduce_sum(row_norms, axis=1), nonzero)
+        example_norms = tf.sqrt(squares)
+        nonzero = tf.reduce_sum(tf.cast(example_norms > 0, tf.float32), axis=1)
+        return tf.math.divide_no_nan(tf.reduce_sum(example_norms, axis=1), nonzero)
 
     def shared_weights(self, magnitudes) -> tf.Tensor:
         if self.reference == "max":
@@ -87,12 +88,20 @@ class MultiBalance(Balancer):
                 + (1.0 - self.relax_factor))
 
     def balance(self, matrix, losses, context):
-        magnitudes = self.beta * self.magnitudes + (1.0 - self.beta) * self.gradient_norms(
-            matrix, context)
+        return self._result(self.gradient_norms(matrix, context),
+                            lambda weights: weighted_sum(matrix, weights))
+
+    def balance_blocks(self, blocks, losses, context):
+        if self.norm != "batch":
+            return super().balance_blocks(blocks, losses, context)
+        return self._result(block_row_norms(blocks),
+                            lambda weights: block_weighted_sum(blocks, weights))
+
+    def _result(self, norms, combine):
+        magnitudes = self.beta * self.magnitudes + (1.0 - self.beta) * norms
         weights = self.shared_weights(magnitudes)
-        combined = tf.linalg.matvec(matrix, weights, transpose_a=True)
         ones = tf.ones([self.num_tasks], tf.float32)
-        return BalanceResult(combined, ones, ((self.magnitudes, magnitudes),),
+        return BalanceResult(combine(weights), ones, ((self.magnitudes, magnitudes),),
                              shared_weights=weights)
 
     def get_config(self):

@@ -315,11 +315,12 @@ class MultiTaskModel(keras.Model):
         ]
         grads_by_id = {}
         if balancer.level == "representation":
-            matrix = tf.stack([_flatten(g) for g in cut_grads])
             context = context._replace(segment_sizes=tuple(tf.size(leaf) for leaf in leaves),
                                        batch_size=tf.shape(leaves[0])[0])
-            result = balancer.balance(matrix, losses, context)
-            combined = _unflatten(result.combined, leaves)
+            result = balancer.balance_blocks(cut_grads, losses, context)
+            combined = result.combined
+            if not isinstance(combined, list | tuple):
+                combined = _unflatten(combined, leaves)
             shared = self.shared_variables
             for v, g in zip(shared, tape.gradient(cut, shared, output_gradients=combined,
                                                     unconnected_gradients=_ZERO), strict=True):

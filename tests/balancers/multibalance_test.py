@@ -64,3 +64,19 @@ def test_chained_trunk_gradient_is_the_autodiff_gradient_of_the_same_combination
     heads = [i for i, v in enumerate(variables) if id(v) not in shared]
     assert_gradients_close([grads[i] for i in heads], [plain[i] for i in heads],
                            [variables[i] for i in heads])
+
+
+def test_block_path_equals_the_matrix_path():
+    rng = np.random.default_rng(5)
+    blocks = [[tf.constant(rng.normal(size=(4, 3, 2)), tf.float32),
+               tf.constant(rng.normal(size=(4, 5)), tf.float32)] for _ in range(3)]
+    matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
+    a, b = balancers.get("multibalance"), balancers.get("multibalance")
+    a.build(3)
+    b.build(3)
+    flat = a.balance(matrix, tf.zeros([3]), BalanceContext.default())
+    blockwise = b.balance_blocks(blocks, tf.zeros([3]), BalanceContext.default())
+    np.testing.assert_allclose(
+        tf.concat([tf.reshape(t, [-1]) for t in blockwise.combined], 0), flat.combined,
+        rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blockwise.shared_weights, flat.shared_weights, rtol=1e-5)
