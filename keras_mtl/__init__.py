@@ -4,7 +4,7 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_mtl import balancers, datasets, features, layers, metrics  # noqa: E402
+from keras_mtl import balancers, datasets, features, layers, metrics, serving  # noqa: E402
 from keras_mtl.features import (  # noqa: E402
     Categorical,
     FeatureSpec,
@@ -30,4 +30,5 @@ __all__ = [
     "features",
     "layers",
     "metrics",
+    "serving",
 ]

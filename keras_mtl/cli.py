@@ -130,6 +130,44 @@ def bench(args) -> dict:
     return result
 
 
+def export(args) -> str:
+    import json
+
+    import keras
+
+    import keras_mtl  # noqa: F401  (registers the classes the .keras file names)
+    from keras_mtl import serving
+
+    model = keras.models.load_model(args.model_path)
+    exponents = {}
+    for item in args.exponent or []:
+        task, _, value = item.partition("=")
+        if not value:
+            raise ValueError(f"--exponent takes TASK=VALUE, got {item!r}.")
+        exponents[task] = float(value)
+    transforms = []
+    for item in args.transform or []:
+        parts = item.split(":")
+        kwargs = {"feature": parts[0], "kind": parts[1] if len(parts) > 1 else "identity"}
+        for param in parts[2:]:
+            key, _, value = param.partition("=")
+            kwargs[key] = float(value)
+        transforms.append(serving.FeatureTransform(**kwargs))
+    score = serving.ScoreSpec(exponents=exponents, transforms=transforms)
+    path = serving.export(model, args.output, score=score, version=args.version)
+    print(f"Exported {args.model_path} to {path}")
+    print(f"  signatures: {serving.DEFAULT_SIGNATURE}, {serving.EXPONENTS_SIGNATURE}")
+    contract = serving.read_contract(path)
+    print(f"  inputs: {contract['inputs']}")
+    print(f"  outputs: {contract['tasks'] + ['score']}; score exponents {contract['exponents']}")
+    if args.example_request:
+        rows = serving.example_rows(model, num_rows=2, score=score)
+        with open(args.example_request, "w") as handle:
+            json.dump(serving.rest_body(rows, contract=contract["inputs"]), handle, indent=1)
+        print(f"  example REST body: {args.example_request}")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras-mtl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jit-compile", default=True, type=_jit_flag)
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
+
+    e = commands.add_parser(
+        "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.")
+    e.add_argument("model_path", help="A .keras file saved by keras-mtl train --save or model.save.")
+    e.add_argument("output", help="The model base path, e.g. saved_models/census.")
+    e.add_argument("--version", type=int, default=None, help="Default: the next free integer.")
+    e.add_argument("--exponent", action="append", metavar="TASK=W",
+                   help="Score exponent of a task (repeatable). Default 1 (binary), 0 (regression).")
+    e.add_argument("--transform", action="append", metavar="FEATURE:KIND[:k=v]",
+                   help="A score factor, e.g. video_length:log1p or price:clip:low=0:high=50.")
+    e.add_argument("--example-request", default=None,
+                   help="Also write a REST body with placeholder rows here (for curl).")
     return parser
 
 
@@ -200,10 +250,10 @@ def _jit_flag(value: str):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command = {"train": train, "bench": bench}[args.command]
+    command = {"train": train, "bench": bench, "export": export}[args.command]
     try:
         command(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
         print(f"keras-mtl {args.command}: {error}", file=sys.stderr)
         return 2
     return 0

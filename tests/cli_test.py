@@ -79,3 +79,28 @@ def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
     assert rows[("ew", "losses")]["ratio_to_ew"] == 1.0
     assert all(r["examples_per_second"] > 0 for r in rows.values())
     assert "| multibalance | representation |" in capsys.readouterr().out
+
+
+def test_export_writes_a_versioned_saved_model_and_an_example_request(tmp_path, capsys):
+    import tensorflow as tf
+
+    save = os.path.join(tmp_path, "m.keras")
+    assert main(["train", "--model", "cgc", "--epochs", "1", "--num-examples", "400",
+                 "--verbose", "0", "--save", save]) == 0
+    base = os.path.join(tmp_path, "synthetic")
+    request = os.path.join(tmp_path, "request.json")
+    assert main(["export", save, base, "--exponent", "y1=1", "--transform", "x3:clip:low=0",
+                 "--example-request", request]) == 0
+    assert os.path.isdir(os.path.join(base, "1", "variables"))
+    with open(request) as handle:
+        body = json.load(handle)
+    signature = tf.saved_model.load(os.path.join(base, "1")).signatures["serving_default"]
+    columns = {k: tf.constant([row[k] for row in body["instances"]], tf.float32)
+               for k in body["instances"][0]}
+    outputs = signature(**columns)
+    assert set(outputs) == {"y1", "y2", "score"}
+    # Regression task y1 with exponent 1: score = max(y1, floor) * clip(x3, 0).
+    np.testing.assert_allclose(
+        outputs["score"], np.maximum(outputs["y1"], 1e-7) * np.maximum(columns["x3"], 0), rtol=1e-6)
+    assert main(["export", save, base, "--version", "1"]) == 2
+    assert "exists" in capsys.readouterr().err

@@ -1,0 +1,25 @@
+"""Export to TensorFlow Serving and talk to it."""
+
+from keras_mtl.serving.client import (
+    grpc_request,
+    parse_grpc_response,
+    parse_rest_response,
+    rest_body,
+)
+from keras_mtl.serving.export import (
+    DEFAULT_SIGNATURE,
+    EXPONENTS_INPUT,
+    EXPONENTS_SIGNATURE,
+    example_rows,
+    export,
+    input_contract,
+    next_version,
+    read_contract,
+)
+from keras_mtl.serving.score import FeatureTransform, ScoreSpec
+
+__all__ = [
+    "DEFAULT_SIGNATURE", "EXPONENTS_INPUT", "EXPONENTS_SIGNATURE", "FeatureTransform", "ScoreSpec",
+    "example_rows", "export", "grpc_request", "input_contract", "next_version",
+    "parse_grpc_response", "parse_rest_response", "read_contract", "rest_body",
+]
