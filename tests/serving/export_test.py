@@ -102,10 +102,24 @@ def test_no_training_state_leaks_into_the_serving_graph(trained, tmp_path):
     assert len(trained.balancer.weights) == 1  # the state exists, it is just not exported
 
 
-def test_saved_model_cli_run_agrees(tmp_path):
+@pytest.mark.parametrize("name", [n for n in km.balancers.available() if not n.startswith("_")])
+def test_export_after_training_with_any_balancer_holds_only_inference_variables(name, tmp_path):
+    hparams = {"weights": [1.0, 0.5]} if name == "static" else {}
+    model = small_model("mmoe", balancer=km.balancers.get(name, **hparams))
+    model.compile(optimizer="adam")
+    x, y = small_batch(32, seed=2)
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0)
+    loaded = tf.saved_model.load(serving.export(model, str(tmp_path / "ranker"), warmup=False))
+    inference = {v.path for layer in (model.encoder, model.backbone, *model.towers,
+                                      *model.logit_layers) for v in layer.weights}
+    assert sorted(v.name.removesuffix(":0") for v in loaded.variables) == sorted(inference)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_saved_model_cli_run_agrees(backbone, tmp_path):
     if shutil.which("saved_model_cli") is None:
         pytest.skip("saved_model_cli is not on PATH")
-    model = small_model("mmoe")
+    model = small_model(backbone)
     path = serving.export(model, str(tmp_path / "ranker"), score=SCORE)
     x = rows(3)
     npz = tmp_path / "cli_inputs.npz"
