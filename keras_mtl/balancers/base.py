@@ -116,6 +116,22 @@ class Balancer(keras.layers.Layer):
     def build_state(self, num_tasks: int) -> None:
         """Creates state variables (`self.add_weight(..., trainable=False)`). Default: none."""
 
+    def check_range(self, argument: str, value: float, low: float, high: float | None = None,
+                    high_open: bool = False) -> float:
+        """`value` as a float, or a ValueError naming the balancer, the argument and the range."""
+        value = float(value)
+        above = value > high or (high_open and value == high) if high is not None else False
+        if value < low or above:
+            upper = "∞)" if high is None else (f"{high})" if high_open else f"{high}]")
+            raise ValueError(f"{self.name_in_registry} {argument} must lie in [{low}, {upper}, "
+                             f"got {value}.")
+        return value
+
+    def check_choice(self, argument: str, value, choices) -> None:
+        if value not in choices:
+            raise ValueError(f"{self.name_in_registry} {argument} must be one of {tuple(choices)}, "
+                             f"got {value!r}.")
+
     def task_index(self, task: int | str) -> int:
         """A task given by index or by name (names need the model's `task_names`)."""
         if isinstance(task, str):

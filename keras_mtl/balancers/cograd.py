@@ -66,12 +66,11 @@ class CoGrad(Balancer):
     def __init__(self, gamma: float = 0.1, eta: float = 1.0, hessian: str = "fisher_diag",
                  **kwargs):
         super().__init__(**kwargs)
-        if hessian not in HESSIANS:
-            raise ValueError(f"cograd hessian must be one of {HESSIANS}, got {hessian!r}.")
-        if gamma < 0 or eta <= 0:
-            raise ValueError(f"cograd needs gamma >= 0 and eta > 0; got {gamma}, {eta}.")
-        self.gamma = float(gamma)
-        self.eta = float(eta)
+        self.check_choice("hessian", hessian, HESSIANS)
+        self.gamma = self.check_range("gamma", gamma, 0.0)
+        self.eta = self.check_range("eta", eta, 0.0)
+        if self.eta == 0.0:
+            raise ValueError("cograd eta (the look-ahead step) must be > 0.")
         self.hessian = hessian
 
     @property

@@ -62,17 +62,10 @@ class GradCraft(Balancer):
     def __init__(self, tau: float = 1.0, epsilon: float = 0.0, beta: float = 0.0,
                  reduction: str = "mean", rcond: float = 1e-10, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"gradcraft tau must lie in [0, 1], got {tau}.")
-        if epsilon < 0:
-            raise ValueError(f"gradcraft epsilon must be >= 0, got {epsilon}.")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"gradcraft beta must lie in [0, 1), got {beta}.")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"gradcraft reduction must be one of {REDUCTIONS}, got {reduction!r}.")
-        self.tau = float(tau)
-        self.epsilon = float(epsilon)
-        self.beta = float(beta)
+        self.tau = self.check_range("tau", tau, 0.0, 1.0)
+        self.epsilon = self.check_range("epsilon", epsilon, 0.0)
+        self.beta = self.check_range("beta", beta, 0.0, 1.0, high_open=True)
+        self.check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
         self.rcond = float(rcond)
 

@@ -44,12 +44,8 @@ class MetaBalance(Balancer):
     def __init__(self, relax_factor: float = 0.7, beta: float = 0.9, target_task: int | str = 0,
                  epsilon: float = 1e-12, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= relax_factor <= 1.0:
-            raise ValueError(f"metabalance relax_factor must lie in [0, 1], got {relax_factor}.")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"metabalance beta must lie in [0, 1), got {beta}.")
-        self.relax_factor = float(relax_factor)
-        self.beta = float(beta)
+        self.relax_factor = self.check_range("relax_factor", relax_factor, 0.0, 1.0)
+        self.beta = self.check_range("beta", beta, 0.0, 1.0, high_open=True)
         self.target_task = target_task
         self.epsilon = float(epsilon)
 

@@ -46,14 +46,9 @@ class MultiBalance(Balancer):
     def __init__(self, relax_factor: float = 0.7, beta: float = 0.9,
                  reference: str | int = "max", norm: str = "batch", **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= relax_factor <= 1.0:
-            raise ValueError(f"multibalance relax_factor must lie in [0, 1], got {relax_factor}.")
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"multibalance beta must lie in [0, 1), got {beta}.")
-        if norm not in NORMS:
-            raise ValueError(f"multibalance norm must be one of {NORMS}, got {norm!r}.")
-        self.relax_factor = float(relax_factor)
-        self.beta = float(beta)
+        self.relax_factor = self.check_range("relax_factor", relax_factor, 0.0, 1.0)
+        self.beta = self.check_range("beta", beta, 0.0, 1.0, high_open=True)
+        self.check_choice("norm", norm, NORMS)
         self.reference = reference
         self.norm = norm
 

@@ -26,14 +26,7 @@ def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
         if feature.dtype == "string":
             arrays[feature.name] = string_values(column)
         elif isinstance(feature, Numeric):
-            numeric = pd.to_numeric(column, errors="coerce")
-            bad = column[numeric.isna() & column.notna()]
-            if len(bad):
-                raise ValueError(
-                    f"Numeric feature {feature.name!r} has non-numeric value {bad.iloc[0]!r} "
-                    f"(row {bad.index[0]!r})."
-                )
-            arrays[feature.name] = numeric.to_numpy(dtype=np.float32)
+            arrays[feature.name] = _float_column(column, f"Numeric feature {feature.name!r}")
         else:
             if column.isna().any():
                 row = column.index[column.isna()][0]
@@ -57,15 +50,7 @@ def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.nda
                 f"Task {task.name!r} has no label column in the DataFrame; columns: "
                 f"{list(frame.columns)}."
             )
-        column = frame[task.name]
-        values = pd.to_numeric(column, errors="coerce")
-        bad = column[values.isna() & column.notna()]
-        if len(bad):
-            raise ValueError(
-                f"Label column {task.name!r} has non-numeric value {bad.iloc[0]!r} "
-                f"(row {bad.index[0]!r})."
-            )
-        values = values.to_numpy(dtype=np.float32)
+        values = _float_column(frame[task.name], f"Label column {task.name!r}")
         if task.kind == "binary":
             present = ~np.isnan(values)
             if task.missing_value is not None:
@@ -104,6 +89,15 @@ def from_dataframe(
     if shuffle:
         dataset = dataset.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _float_column(column: pd.Series, what: str) -> np.ndarray:
+    """float32 values; missing ones stay NaN; anything else non-numeric is an error naming it."""
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = column[numeric.isna() & column.notna()]
+    if len(bad):
+        raise ValueError(f"{what} has non-numeric value {bad.iloc[0]!r} (row {bad.index[0]!r}).")
+    return numeric.to_numpy(dtype=np.float32)
 
 
 def _is_integer(value) -> bool:
