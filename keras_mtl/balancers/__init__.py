@@ -27,8 +27,11 @@ __all__ = [
 
 # Registration happens on import.
 from keras_mtl.balancers.cograd import CoGrad  # noqa: E402
+from keras_mtl.balancers.dtp import DTP  # noqa: E402
+from keras_mtl.balancers.ema_loss import EMALoss  # noqa: E402
 from keras_mtl.balancers.gradcraft import GradCraft  # noqa: E402
 from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
+from keras_mtl.balancers.slaw import SLAW  # noqa: E402
 
-__all__ += ["CoGrad", "GradCraft", "MetaBalance", "MultiBalance"]
+__all__ += ["DTP", "SLAW", "CoGrad", "EMALoss", "GradCraft", "MetaBalance", "MultiBalance"]
