@@ -216,7 +216,11 @@ class MultiTaskModel(keras.Model):
 
     def call(self, inputs, training=False):
         logits, _, _ = self._forward(inputs, training=training, detach_cut=False)
-        return {t.name: t.activation(z) for t, z in zip(self.tasks, logits, strict=True)}
+        outputs = {t.name: t.activation(z) for t, z in zip(self.tasks, logits, strict=True)}
+        for task in self.tasks:
+            if task.esmm_parent is not None:  # pCTCVR = pCTR · pCVR
+                outputs[f"{task.name}_ctcvr"] = outputs[task.esmm_parent] * outputs[task.name]
+        return outputs
 
     def gate_weights(self, inputs) -> dict:
         """Every gate's weights for the rows of `inputs`, keyed with task names."""
@@ -268,10 +272,20 @@ class MultiTaskModel(keras.Model):
             mask = present[task.name]
             if task.sample_space is not None:
                 mask &= present[task.sample_space] & (clean[task.sample_space] > 0.5)
+            if task.esmm_parent is not None:
+                parent = task.esmm_parent
+                clicked = clean[parent] > 0.5
+                # Every impression with a click label; unclicked rows have label 0 whatever the
+                # conversion column says, clicked rows need their conversion label.
+                mask = present[parent] & (present[task.name] | ~clicked)
+                per_example = esmm_cross_entropy(
+                    tf.where(clicked, clean[task.name], 0.0),
+                    logits[self.task_names.index(parent)], logit)
+            else:
+                per_example = task.per_example_loss(clean[task.name], logit)
             weight = tf.cast(mask, tf.float32)
             if row_weight is not None:
                 weight *= row_weight
-            per_example = task.per_example_loss(clean[task.name], logit)
             # where(), not a product: a masked row's loss may be inf/NaN and 0·inf is NaN.
             per_example = tf.where(mask, per_example, 0.0)
             losses.append(tf.math.divide_no_nan(tf.reduce_sum(weight * per_example),
@@ -411,6 +425,9 @@ class MultiTaskModel(keras.Model):
         factors = tf.constant([t.weight for t in self.tasks], tf.float32)
         self.loss_tracker.update_state(tf.reduce_sum(factors * safe_losses), sample_weight=keep)
         for k, task in enumerate(self.tasks):
+            metric_weight = row_weights[k]
+            if task.esmm_parent is not None:  # pCVR is judged where the parent happened
+                metric_weight = metric_weight * tf.cast(clean[task.esmm_parent] > 0.5, tf.float32)
             has_rows = tf.cast(tf.reduce_sum(row_weights[k]) > 0, tf.float32)
             self.task_loss_trackers[k].update_state(safe_losses[k], sample_weight=keep * has_rows)
             predictions = task.activation(logits[k])
@@ -426,7 +443,7 @@ class MultiTaskModel(keras.Model):
                         )
                     kwargs["groups"] = x[group]
                 metric.update_state(clean[task.name], predictions,
-                                    sample_weight=row_weights[k] * keep, **kwargs)
+                                    sample_weight=metric_weight * keep, **kwargs)
 
     def _logs(self):
         return {m.name: m.result() for m in self.metrics if m is not self.skipped_steps}
@@ -487,6 +504,13 @@ class MultiTaskModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:
+    """Cross-entropy of `p = σ(parent_logits)·σ(logits)` (pCTCVR), stable in log space."""
+    log_p = -tf.nn.softplus(-parent_logits) - tf.nn.softplus(-logits)  # log σ(a) + log σ(b)
+    log_not_p = tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-7)))  # log(1 − p)
+    return -(labels * log_p + (1.0 - labels) * log_not_p)
 
 
 def _flatten(tensors) -> tf.Tensor:

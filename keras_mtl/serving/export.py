@@ -97,7 +97,8 @@ def export(
     exponents = score.resolved_exponents(model.tasks)
     contract = input_contract(model, score)
     task_names = [t.name for t in model.tasks]
-    clash = sorted(set(contract) & ({"score", EXPONENTS_INPUT} | set(task_names)))
+    extra_outputs = [f"{t.name}_ctcvr" for t in model.tasks if t.esmm_parent is not None]
+    clash = sorted(set(contract) & ({"score", EXPONENTS_INPUT, *task_names, *extra_outputs}))
     if clash:
         raise ValueError(f"Input name(s) {clash} clash with the signature's output names.")
 
@@ -113,6 +114,7 @@ def export(
                         training=False)
         predictions = [tf.cast(outputs[name], tf.float32) for name in task_names]
         result = dict(zip(task_names, predictions, strict=True))
+        result.update({name: tf.cast(outputs[name], tf.float32) for name in extra_outputs})
         result["score"] = score.score(predictions, task_exponents, features)
         return result
 
@@ -140,7 +142,8 @@ def export(
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, CONTRACT_FILE), "w") as handle:
-        json.dump({"inputs": contract, "tasks": task_names, "exponents": exponents,
+        json.dump({"inputs": contract, "tasks": task_names, "extra_outputs": extra_outputs,
+                   "exponents": exponents,
                    "score": score.get_config()}, handle, indent=2)
     if warmup is None:
         warmup = _serving_api_available()

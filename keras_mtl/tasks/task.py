@@ -37,6 +37,12 @@ class Task:
         sample_space: name of another binary task; this task's loss and metrics only count rows
             where that task's label is 1 (PLE eq. 9: e.g. conversion is trained on clicked rows).
         missing_value: a sentinel that marks a missing label in addition to NaN (e.g. -1).
+        esmm_parent: name of a binary task (e.g. `"click"`) this one is conditional on, trained the
+            ESMM way (Ma et al., SIGIR 2018): the head predicts pCVR = p(task | parent), and the
+            loss is the cross-entropy of pCTCVR = pCTR · pCVR against `parent ∧ task` over *every*
+            row with a parent label (the entire impression space), so the CVR head is never
+            trained on clicked rows alone. The model also outputs `<name>_ctcvr`; this task's
+            metrics score pCVR on the parent's positive rows. An alternative to `sample_space`.
 
     A missing label is **masked**, never treated as a negative: the row adds nothing to this task's
     loss, gradient or metrics. The task loss is the (sample-weighted) mean over its valid rows; a
@@ -50,6 +56,7 @@ class Task:
     weight: float = 1.0
     sample_space: str | None = None
     missing_value: float | None = None
+    esmm_parent: str | None = None
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -61,8 +68,16 @@ class Task:
             raise ValueError(
                 f"Task {self.name!r}: weight must be a finite number >= 0, got {self.weight!r}."
             )
-        if self.sample_space == self.name:
-            raise ValueError(f"Task {self.name!r} cannot be its own sample space.")
+        if self.sample_space == self.name or self.esmm_parent == self.name:
+            raise ValueError(f"Task {self.name!r} cannot condition on itself.")
+        if self.esmm_parent is not None:
+            if self.kind != "binary":
+                raise ValueError(f"Task {self.name!r}: an ESMM task must be binary.")
+            if self.sample_space is not None:
+                raise ValueError(
+                    f"Task {self.name!r}: esmm_parent and sample_space are two answers to the same "
+                    "problem (sample selection bias); use one."
+                )
         if isinstance(self.loss, str):
             self._check_loss_name(self.loss)
 
@@ -128,6 +143,7 @@ class Task:
             "weight": self.weight,
             "sample_space": self.sample_space,
             "missing_value": self.missing_value,
+            "esmm_parent": self.esmm_parent,
         }
 
     @classmethod
@@ -156,17 +172,22 @@ def validate_tasks(tasks: Sequence[Task]) -> list[Task]:
         raise ValueError(f"Task names must be unique; repeated: {repeated}.")
     by_name = {t.name: t for t in tasks}
     for task in tasks:
-        if task.sample_space is None:
-            continue
-        space = by_name.get(task.sample_space)
-        if space is None:
-            raise ValueError(
-                f"Task {task.name!r} has sample_space={task.sample_space!r}, which is not a task of "
-                f"this model (tasks: {names})."
-            )
-        if space.kind != "binary":
-            raise ValueError(
-                f"Task {task.name!r}: sample_space {space.name!r} must be a binary task, "
-                f"it is {space.kind!r}."
-            )
+        for argument in ("sample_space", "esmm_parent"):
+            other_name = getattr(task, argument)
+            if other_name is None:
+                continue
+            other = by_name.get(other_name)
+            if other is None:
+                raise ValueError(
+                    f"Task {task.name!r} has {argument}={other_name!r}, which is not a task of "
+                    f"this model (tasks: {names})."
+                )
+            if other.kind != "binary":
+                raise ValueError(
+                    f"Task {task.name!r}: {argument} {other.name!r} must be a binary task, "
+                    f"it is {other.kind!r}."
+                )
+            if argument == "esmm_parent" and other.esmm_parent is not None:
+                raise ValueError(f"Task {task.name!r}: ESMM parent {other.name!r} is itself an "
+                                 "ESMM task; chains are not supported.")
     return tasks
