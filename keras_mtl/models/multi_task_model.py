@@ -260,7 +260,9 @@ class MultiTaskModel(keras.Model):
         return labels
 
     def _task_terms(self, y, logits, sample_weight):
-        """Per task: (mean loss over valid rows, clean labels, row weights)."""
+        """`(losses [K], clean labels, row weights)`: each task's (sample-weighted) mean loss over
+        its valid rows — present labels inside its sample space, or every impression with a parent
+        label for an ESMM task — with missing labels replaced by 0 in `clean labels`."""
         labels = self._labels(y)
         present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
         clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
@@ -297,8 +299,9 @@ class MultiTaskModel(keras.Model):
     def compute_gradients(self, x, y, sample_weight=None, training=True):
         """One step's gradients, exactly as `train_step` applies them.
 
-        Returns `(grads, variables, task_losses, balance_result)`; `grads[i]` goes with
-        `variables[i]` (the model's trainable variables, in order; None where unused).
+        Returns `(grads, variables, terms, balance_result)`: `grads[i]` goes with `variables[i]`
+        (the model's trainable variables, in order; None where unused); `terms` is
+        `(task_losses, clean_labels, row_weights, logits)`, what the metrics need.
         """
         balancer = self._balancer
         context = BalanceContext(
@@ -306,12 +309,11 @@ class MultiTaskModel(keras.Model):
             else tf.constant(0, tf.int64),
             epoch=self.epoch.value,
         )
-        weighted_losses_fn = self._weighted_losses
         if balancer.level == "losses":
             with tf.GradientTape() as tape:
                 logits, _, _ = self._forward(x, training=training, detach_cut=False)
                 raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
-                losses = weighted_losses_fn(raw_losses)
+                losses = self._weighted_losses(raw_losses)
                 result = balancer.balance(None, losses, context)
                 total = tf.reduce_sum(tf.stop_gradient(result.task_weights) * losses)
             variables = self.trainable_variables
@@ -322,7 +324,7 @@ class MultiTaskModel(keras.Model):
             logits, cut, leaves = self._forward(x, training=training, detach_cut=True)
             tape.watch(leaves)
             raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
-            losses = weighted_losses_fn(raw_losses)
+            losses = self._weighted_losses(raw_losses)
             task_losses = tf.unstack(losses)
         cut_grads = [
             tape.gradient(loss, leaves, unconnected_gradients=_ZERO) for loss in task_losses
@@ -352,7 +354,7 @@ class MultiTaskModel(keras.Model):
                 segment_sizes=tuple(int(np.prod(v.shape)) for v in balanced))
             if balancer.needs_hessian_term:
                 context = context._replace(hessian_term=transference_hessian_term(
-                    lambda: weighted_losses_fn(self._task_terms(
+                    lambda: self._weighted_losses(self._task_terms(
                         y, self._forward(x, training=training, detach_cut=False)[0],
                         sample_weight)[0]),
                     balanced))
