@@ -30,8 +30,12 @@ from keras_mtl.balancers.cograd import CoGrad  # noqa: E402
 from keras_mtl.balancers.dtp import DTP  # noqa: E402
 from keras_mtl.balancers.ema_loss import EMALoss  # noqa: E402
 from keras_mtl.balancers.gradcraft import GradCraft  # noqa: E402
+from keras_mtl.balancers.imtl import IMTLG  # noqa: E402
 from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
+from keras_mtl.balancers.mgda import MGDA  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
+from keras_mtl.balancers.pcgrad import PCGrad  # noqa: E402
 from keras_mtl.balancers.slaw import SLAW  # noqa: E402
 
-__all__ += ["DTP", "SLAW", "CoGrad", "EMALoss", "GradCraft", "MetaBalance", "MultiBalance"]
+__all__ += ["DTP", "IMTLG", "MGDA", "SLAW", "CoGrad", "EMALoss", "GradCraft", "MetaBalance",
+            "MultiBalance", "PCGrad"]

@@ -1,0 +1,40 @@
+"""Balancers that are weightings of the Gramian `G = J Jᵀ` (TorchJD's view of most methods)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import tensorflow as tf
+
+from keras_mtl.balancers.base import Balancer, BalanceResult
+from keras_mtl.balancers.ops import gramian, weighted_sum
+
+
+class GramianWeighting(Balancer):
+    """`combined = w(G) @ J` with `w` a function of the K×K Gramian only.
+
+    Such a method runs from representation-level or parameter-level information alike and costs
+    O(K²) beyond the gradients; it is exact at the level it is given. Heads get their own task's
+    gradient (weights 1); `shared_weights` carries `w`. The K×K algebra runs in float64.
+    """
+
+    supported_levels: ClassVar[tuple[str, ...]] = ("parameters", "representation")
+    default_level: ClassVar[str] = "parameters"
+
+    def weights_from_gramian(self, gram: tf.Tensor, context) -> tuple[tf.Tensor, tuple]:
+        raise NotImplementedError
+
+    def balance(self, matrix, losses, context):
+        weights, updates = self.weights_from_gramian(tf.cast(gramian(matrix), tf.float64), context)
+        weights = tf.cast(weights, matrix.dtype)
+        ones = tf.ones([self.num_tasks], tf.float32)
+        return BalanceResult(weighted_sum(matrix, weights), ones, tuple(updates),
+                             shared_weights=weights)
+
+
+def pseudo_inverse(matrices: tf.Tensor, rcond: float = 1e-12) -> tf.Tensor:
+    """Moore-Penrose inverse of a batch of symmetric matrices (eigen-decomposition; XLA-safe)."""
+    eigenvalues, eigenvectors = tf.linalg.eigh(matrices)
+    cutoff = rcond * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
+    inverse = tf.where(tf.abs(eigenvalues) > cutoff, 1.0 / eigenvalues, tf.zeros_like(eigenvalues))
+    return tf.matmul(eigenvectors * inverse[..., None, :], eigenvectors, transpose_b=True)
