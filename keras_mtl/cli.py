@@ -73,7 +73,6 @@ def per_task_rows(results: dict, task_names: list[str]) -> tuple[list[dict], lis
 
 def train(args) -> dict:
     import keras
-    import tensorflow as tf
 
     import keras_mtl as km
 
@@ -108,7 +107,6 @@ def train(args) -> dict:
     if args.save:
         model.save(args.save)
         print(f"\nSaved to {args.save}")
-    del tf
     return results
 
 

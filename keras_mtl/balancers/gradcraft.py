@@ -5,23 +5,11 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult
+from keras_mtl.balancers.gramian import pseudo_inverse
 from keras_mtl.balancers.ops import gramian, weighted_sum
 from keras_mtl.balancers.registry import register
 
 REDUCTIONS = ("mean", "sum")
-
-
-def pseudo_inverse_solve(matrices: tf.Tensor, rhs: tf.Tensor, rcond: float) -> tf.Tensor:
-    """`pinv(A) b` for a batch of symmetric `A` by eigen-decomposition (XLA-compilable).
-
-    Eigenvalues below `rcond · max|λ|` are dropped, so linearly dependent rows give the
-    minimum-norm solution instead of an inverse that blows up.
-    """
-    eigenvalues, eigenvectors = tf.linalg.eigh(matrices)
-    cutoff = rcond * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
-    inverse = tf.where(tf.abs(eigenvalues) > cutoff, 1.0 / eigenvalues, tf.zeros_like(eigenvalues))
-    projected = tf.linalg.matvec(eigenvectors, rhs, transpose_a=True)
-    return tf.linalg.matvec(eigenvectors, inverse * projected)
 
 
 @register("gradcraft")
@@ -86,7 +74,8 @@ class GradCraft(Balancer):
         systems = (conflict[:, :, None] * conflict[:, None, :] * scaled[None]
                    + tf.linalg.diag(1.0 - conflict))
         targets = conflict * (-scaled + self.epsilon * norms[:, None] * norms[None, :])
-        w = pseudo_inverse_solve(systems, targets, self.rcond)  # [i, k]
+        # Pseudo-inverse: linearly dependent conflicting rows give the minimum-norm solution.
+        w = tf.linalg.matvec(pseudo_inverse(systems, self.rcond), targets)  # [i, k]
         # g̃_i = ĝ_i + Σ_k w_ik ĝ_k and ĝ_k = s_k g_k.
         return (tf.eye(tf.shape(scaled)[0], dtype=tf.float64) + w) * scale[None, :]
 

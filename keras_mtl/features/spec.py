@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,9 @@ class Numeric(Feature):
     def dtype(self) -> str:
         return "float32"
 
+
+# The TensorFlow dtype of each feature dtype name (`Feature.dtype`), for inputs and signatures.
+TF_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
 
 _KINDS = {cls.kind: cls for cls in (Categorical, Hashed, IntegerId, Numeric)}
 

@@ -12,8 +12,9 @@ import tensorflow as tf
 from keras_mtl import balancers as balancers_lib
 from keras_mtl.balancers.base import BalanceContext, Balancer
 from keras_mtl.balancers.cograd import transference_hessian_term
+from keras_mtl.balancers.ops import block_weighted_sum
 from keras_mtl.features import FeatureEncoder
-from keras_mtl.features.spec import FeatureSpec, as_feature_spec
+from keras_mtl.features.spec import TF_DTYPES, FeatureSpec, as_feature_spec
 from keras_mtl.layers.backbone import Backbone
 from keras_mtl.layers.mlp import MLP
 from keras_mtl.metrics import group_feature_of
@@ -129,9 +130,8 @@ class MultiTaskModel(keras.Model):
         self.build()
 
     def _example_features(self, batch: int = 2) -> dict:
-        dtypes = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
         return {
-            f.name: tf.zeros([batch], dtypes[f.dtype]) if f.dtype != "string"
+            f.name: tf.zeros([batch], TF_DTYPES[f.dtype]) if f.dtype != "string"
             else tf.fill([batch], "")
             for f in self.spec
         }
@@ -364,11 +364,7 @@ class MultiTaskModel(keras.Model):
             if sparse:
                 weights = (result.task_weights if result.shared_weights is None
                            else result.shared_weights)
-                weighted_cut = [
-                    tf.add_n([w * g[i] for w, g in zip(tf.unstack(weights),
-                                                       cut_grads, strict=True)])
-                    for i in range(len(leaves))
-                ]
+                weighted_cut = block_weighted_sum(cut_grads, weights)
                 for v, g in zip(sparse, tape.gradient(cut, sparse, output_gradients=weighted_cut),
                                 strict=True):
                     grads_by_id[id(v)] = g

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.features.spec import Categorical, Hashed, IntegerId, Numeric
+from keras_mtl.features.spec import TF_DTYPES, Categorical, Hashed, IntegerId, Numeric
 from keras_mtl.serving.score import ScoreSpec
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -19,7 +19,6 @@ EXPONENTS_SIGNATURE = "score_with_exponents"
 EXPONENTS_INPUT = "score_exponents"
 CONTRACT_FILE = "keras_mtl_signature.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
-_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
 
 
 def input_contract(model, score: ScoreSpec | None = None) -> dict[str, str]:
@@ -118,7 +117,7 @@ def export(
         result["score"] = score.score(predictions, task_exponents, features)
         return result
 
-    signature = {name: tf.TensorSpec([None], _DTYPES[dtype], name=name)
+    signature = {name: tf.TensorSpec([None], TF_DTYPES[dtype], name=name)
                  for name, dtype in contract.items()}
     fixed = tf.constant(exponents, tf.float32)
 
