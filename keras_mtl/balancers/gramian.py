@@ -32,6 +32,31 @@ class GramianWeighting(Balancer):
                              shared_weights=weights)
 
 
+class PreferenceWeighting(GramianWeighting):
+    """A Gramian weighting steered by a preference vector `p` over tasks (default: every entry
+    `default_preference`; TorchJD's `pref_vector`)."""
+
+    default_preference: ClassVar[str] = "mean"  # 1/K each; "sum": 1 each
+
+    def __init__(self, pref_vector=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pref_vector = None if pref_vector is None else [float(p) for p in pref_vector]
+
+    def build_state(self, num_tasks):
+        if self.pref_vector is not None and len(self.pref_vector) != num_tasks:
+            raise ValueError(f"{self.name_in_registry} pref_vector has {len(self.pref_vector)} "
+                             f"entries for {num_tasks} tasks.")
+
+    def preference(self, dtype) -> tf.Tensor:
+        if self.pref_vector is not None:
+            return tf.constant(self.pref_vector, dtype)
+        value = 1.0 / self.num_tasks if self.default_preference == "mean" else 1.0
+        return tf.fill([self.num_tasks], tf.constant(value, dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "pref_vector": self.pref_vector}
+
+
 def pseudo_inverse(matrices: tf.Tensor, rcond: float = 1e-12) -> tf.Tensor:
     """Moore-Penrose inverse of a batch of symmetric matrices (eigen-decomposition; XLA-safe)."""
     eigenvalues, eigenvectors = tf.linalg.eigh(matrices)
