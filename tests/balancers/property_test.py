@@ -44,6 +44,26 @@ def test_finite_output_of_the_right_shape(name, kind):
     assert np.all(np.isfinite(result.task_weights))
 
 
+# Methods whose result depends on which task is which: per-task hyper-parameters or state that
+# the test's fresh balancer does not have, a per-task random order, or a target task (MetaBalance).
+ORDER_DEPENDENT = {"static", "metabalance", "pcgrad", "gradvac"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ORDER_DEPENDENT])
+def test_permuting_tasks_permutes_nothing_in_the_result(name):
+    matrix = tf.constant(MATRICES["random"], tf.float32)
+    losses = tf.constant([0.5, 1, 2.0])
+    permutation = [2, 0, 1]
+    outputs = []
+    for m, l in ((matrix, losses), (tf.gather(matrix, permutation), tf.gather(losses, permutation))):
+        balancer = make(name)
+        if balancer.level == "losses":
+            balancer = make(name, level="parameters")
+        balancer.build(3)
+        outputs.append(balancer.balance(m, l, BalanceContext.default()).combined)
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+
+
 def model():
     return km.MultiTaskModel(
         features=xla_spec(),
