@@ -30,21 +30,32 @@ from keras_mtl.balancers.aligned_mtl import AlignedMTL  # noqa: E402
 from keras_mtl.balancers.cagrad import CAGrad  # noqa: E402
 from keras_mtl.balancers.cograd import CoGrad  # noqa: E402
 from keras_mtl.balancers.conflict_free import ConFIG  # noqa: E402
+from keras_mtl.balancers.db_mtl import DBMTL  # noqa: E402
 from keras_mtl.balancers.dtp import DTP  # noqa: E402
 from keras_mtl.balancers.dualproj import DualProj  # noqa: E402
 from keras_mtl.balancers.ema_loss import EMALoss  # noqa: E402
 from keras_mtl.balancers.fairgrad import FairGrad  # noqa: E402
+from keras_mtl.balancers.famo import FAMO  # noqa: E402
+from keras_mtl.balancers.gls import GeometricLoss  # noqa: E402
 from keras_mtl.balancers.gradcraft import GradCraft  # noqa: E402
 from keras_mtl.balancers.graddrop import GradDrop  # noqa: E402
+from keras_mtl.balancers.gradnorm import GradNorm  # noqa: E402
 from keras_mtl.balancers.gradvac import GradVac  # noqa: E402
-from keras_mtl.balancers.imtl import IMTLG  # noqa: E402
+from keras_mtl.balancers.imtl import IMTLG, IMTLL  # noqa: E402
 from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
 from keras_mtl.balancers.mgda import MGDA, MGDAUB  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
 from keras_mtl.balancers.nash_mtl import NashMTL  # noqa: E402
 from keras_mtl.balancers.pcgrad import PCGrad  # noqa: E402
+from keras_mtl.balancers.rlw import RandomLossWeighting  # noqa: E402
 from keras_mtl.balancers.slaw import SLAW  # noqa: E402
+from keras_mtl.balancers.stch import STCH  # noqa: E402
+from keras_mtl.balancers.uncertainty import UncertaintyWeighting  # noqa: E402
 from keras_mtl.balancers.upgrad import UPGrad  # noqa: E402
 
-__all__ += ["DTP", "IMTLG", "MGDA", "SLAW", "CoGrad", "EMALoss", "GradCraft", "MetaBalance",
-            "MultiBalance", "PCGrad"]
+__all__ += [
+    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DualProj", "EMALoss", "FAMO",
+    "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG", "IMTLL",
+    "MGDA", "MGDAUB", "MetaBalance", "MultiBalance", "NashMTL", "PCGrad", "RandomLossWeighting",
+    "SLAW", "STCH", "UPGrad", "UncertaintyWeighting",
+]

@@ -97,19 +97,26 @@ class Balancer(keras.layers.Layer):
         return self.level != "losses"
 
     needs_hessian_term: ClassVar[bool] = False
+    # True: after applying a step, the model evaluates the task losses again on the same batch and
+    # passes them to `post_step_updates` (FAMO).
+    needs_post_step_losses: ClassVar[bool] = False
 
-    def build(self, num_tasks, task_names=None, num_segments: int | None = None):
+    def build(self, num_tasks, task_names=None, num_segments: int | None = None,
+              num_columns: int | None = None):
         """Creates the state for `num_tasks` tasks.
 
         `task_names` lets a balancer accept a task by name (e.g. a target task);
         `num_segments` is the number of tensors the gradient matrix is made of at this balancer's
-        level (per-tensor methods size their state with it; `None`: one segment).
+        level (per-tensor methods size their state with it; `None`: one segment); `num_columns`
+        the matrix width D where it is fixed (the parameter level), for state shaped like a
+        gradient.
         """
         if isinstance(num_tasks, tuple | list):  # Keras may pass a shape
             num_tasks = num_tasks[0]
         self.num_tasks = int(num_tasks)
         self.task_names = list(task_names) if task_names is not None else None
         self.num_segments = 1 if num_segments is None else int(num_segments)
+        self.num_columns = None if num_columns is None else int(num_columns)
         self.build_state(self.num_tasks)
         self.built = True
 
@@ -164,11 +171,15 @@ class Balancer(keras.layers.Layer):
         matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
         return self.balance(matrix, losses, context)
 
+    def post_step_updates(self, losses_before, losses_after) -> tuple:
+        """State updates from the losses before and after the step (`needs_post_step_losses`)."""
+        return ()
+
     def aggregate(self, matrix, losses=None, context: BalanceContext | None = None) -> tf.Tensor:
         """Functional core: the `[D]` combination of the `[K, D]` `matrix`; state is not changed."""
         matrix = tf.convert_to_tensor(matrix, tf.float32)
         if not self.built:
-            self.build(int(matrix.shape[0]))
+            self.build(int(matrix.shape[0]), num_columns=int(matrix.shape[1]))
         if losses is None:
             losses = tf.zeros([self.num_tasks], tf.float32)
         result = self.balance(matrix, tf.convert_to_tensor(losses, tf.float32),

@@ -1,10 +1,12 @@
-"""IMTL-G (Liu et al., ICLR 2021)."""
+"""IMTL-G and IMTL-L (Liu et al., ICLR 2021)."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_mtl.balancers.base import Weighting
 from keras_mtl.balancers.gramian import GramianWeighting, pseudo_inverse
+from keras_mtl.balancers.learned import AdamParameter
 from keras_mtl.balancers.registry import register
 
 
@@ -41,3 +43,32 @@ def pseudo_inverse_general(matrix: tf.Tensor) -> tf.Tensor:
     """Pseudo-inverse of a square, possibly non-symmetric matrix: `(AᵀA)⁺ Aᵀ`."""
     return tf.matmul(pseudo_inverse(tf.matmul(matrix, matrix, transpose_a=True)), matrix,
                      transpose_b=True)
+
+
+@register("imtl_l")
+class IMTLL(Weighting):
+    """Impartial MTL, loss part: learned scales that make every scaled loss equal to 1.
+
+    Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021, §3.3:
+
+        L = Σ_k e^{s_k} L_k − s_k,     w_k = e^{s_k},     ∂L/∂s_k = e^{s_k} L_k − 1
+
+    so at the optimum `e^{s_k} L_k = 1` for every task. `s` starts at 0 and is learned by Adam
+    (`learning_rate`, default 1e-3; the paper and LibMTL use the model's optimizer) on the same
+    step's losses; the weights used at a step are those before its update.
+    """
+
+    def __init__(self, learning_rate: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.learning_rate = self.check_range("learning_rate", learning_rate, 0.0)
+
+    def build_state(self, num_tasks):
+        self.scale = AdamParameter(self, "log_scale", (num_tasks,), 0.0, self.learning_rate)
+
+    def task_weights(self, losses, context, matrix=None):
+        s = self.scale.value
+        value, updates = self.scale.step(tf.exp(s) * tf.stop_gradient(losses) - 1.0)
+        return tf.exp(s), ((self.scale.value, value), *updates)
+
+    def get_config(self):
+        return {**super().get_config(), "learning_rate": self.learning_rate}

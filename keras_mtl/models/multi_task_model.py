@@ -180,9 +180,13 @@ class MultiTaskModel(keras.Model):
         if balancer is self._balancer:
             return balancer
         segments = self._num_segments(balancer.level)
+        columns = None
+        if balancer.level == "parameters":
+            columns = sum(int(np.prod(v.shape)) for v in self._balanced_variables())
         if not balancer.built:
-            balancer.build(len(self.tasks), self.task_names, segments)
-        elif balancer.num_tasks != len(self.tasks) or balancer.num_segments != (segments or 1):
+            balancer.build(len(self.tasks), self.task_names, segments, columns)
+        elif (balancer.num_tasks != len(self.tasks) or balancer.num_segments != (segments or 1)
+              or getattr(balancer, "num_columns", None) not in (None, columns)):
             raise ValueError(
                 f"Balancer {balancer.name!r} was built for {balancer.num_tasks} tasks and "
                 f"{balancer.num_segments} gradient tensors; this model has {len(self.tasks)} tasks "
@@ -395,10 +399,18 @@ class MultiTaskModel(keras.Model):
             values = g.values if isinstance(g, tf.IndexedSlices) else g
             finite &= tf.reduce_all(tf.math.is_finite(values))
 
+        balancer = self._balancer
+
         def apply():
             self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             for variable, value in result.updates:
                 variable.assign(value)
+            if balancer.needs_post_step_losses:  # FAMO: the updated model's losses, same batch
+                logits_after, _, _ = self._forward(x, training=True, detach_cut=False)
+                after = self._weighted_losses(self._task_terms(y, logits_after, sample_weight)[0])
+                before = self._weighted_losses(raw_losses)
+                for variable, value in balancer.post_step_updates(before, after):
+                    variable.assign(value)
             return tf.constant(0.0)
 
         skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))

@@ -35,7 +35,7 @@ def test_finite_output_of_the_right_shape(name, kind):
     level = balancer.level
     if level == "losses":
         balancer = make(name, level="parameters")
-    balancer.build(3)
+    balancer.build(3, num_columns=7)
     result = balancer.balance(tf.constant(MATRICES[kind], tf.float32), tf.constant([0.5, 1, 2.0]),
                               BalanceContext.default())
     assert result.combined.shape == (7,)
@@ -46,7 +46,7 @@ def test_finite_output_of_the_right_shape(name, kind):
 
 # Methods whose result depends on which task is which: per-task hyper-parameters or state that
 # the test's fresh balancer does not have, a per-task random order, or a target task (MetaBalance).
-ORDER_DEPENDENT = {"static", "metabalance", "pcgrad", "gradvac"}
+ORDER_DEPENDENT = {"static", "metabalance", "pcgrad", "gradvac", "rlw"}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in ORDER_DEPENDENT])
@@ -55,12 +55,13 @@ def test_permuting_tasks_permutes_nothing_in_the_result(name):
     losses = tf.constant([0.5, 1, 2.0])
     permutation = [2, 0, 1]
     outputs = []
-    for m, l in ((matrix, losses), (tf.gather(matrix, permutation), tf.gather(losses, permutation))):
+    for m, task_losses in ((matrix, losses),
+                           (tf.gather(matrix, permutation), tf.gather(losses, permutation))):
         balancer = make(name)
         if balancer.level == "losses":
             balancer = make(name, level="parameters")
-        balancer.build(3)
-        outputs.append(balancer.balance(m, l, BalanceContext.default()).combined)
+        balancer.build(3, num_columns=7)
+        outputs.append(balancer.balance(m, task_losses, BalanceContext.default()).combined)
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
