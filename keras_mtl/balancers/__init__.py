@@ -33,6 +33,7 @@ from keras_mtl.balancers.conflict_free import ConFIG  # noqa: E402
 from keras_mtl.balancers.db_mtl import DBMTL  # noqa: E402
 from keras_mtl.balancers.dtp import DTP  # noqa: E402
 from keras_mtl.balancers.dualproj import DualProj  # noqa: E402
+from keras_mtl.balancers.dwa import DWA  # noqa: E402
 from keras_mtl.balancers.ema_loss import EMALoss  # noqa: E402
 from keras_mtl.balancers.fairgrad import FairGrad  # noqa: E402
 from keras_mtl.balancers.famo import FAMO  # noqa: E402
@@ -54,7 +55,7 @@ from keras_mtl.balancers.uncertainty import UncertaintyWeighting  # noqa: E402
 from keras_mtl.balancers.upgrad import UPGrad  # noqa: E402
 
 __all__ += [
-    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DualProj", "EMALoss", "FAMO",
+    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss", "FAMO",
     "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG", "IMTLL",
     "MGDA", "MGDAUB", "MetaBalance", "MultiBalance", "NashMTL", "PCGrad", "RandomLossWeighting",
     "SLAW", "STCH", "UPGrad", "UncertaintyWeighting",

@@ -235,6 +235,30 @@ def test_a_non_finite_batch_is_skipped_without_touching_state():
         np.testing.assert_array_equal(before, np.asarray(v), err_msg=v.path)
 
 
+def test_famo_updates_its_logits_from_the_same_batch_after_the_step():
+    x, y = xla_data(64)
+    model = xla_model(balancer=km.balancers.get("famo", learning_rate=0.1, weight_decay=0.0))
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+
+    def losses():
+        logits, _, _ = model._forward(x, training=True, detach_cut=False)
+        return model._task_terms(y, logits, None)[0].numpy().astype(np.float64)
+
+    before = losses()
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
+    after = losses()
+    assert np.all(after < before)
+    delta = np.log(before + 1e-8) - np.log(after + 1e-8)
+    z = np.full(2, 0.5)
+    gradient = z * (delta - z @ delta)
+    # One Adam step from 0: lr · sign(gradient), up to Adam's ε.
+    np.testing.assert_allclose(model.balancer.logits.value, -0.1 * np.sign(gradient), rtol=1e-4)
+    bad = dict(y, watch_time=np.full_like(y["watch_time"], np.inf))
+    logits = np.asarray(model.balancer.logits.value)
+    assert model.fit(x, bad, batch_size=64, epochs=1, verbose=0).history["skipped_steps"] == [1.0]
+    np.testing.assert_array_equal(model.balancer.logits.value, logits)
+
+
 # ------------------------------------------------------------------------------------ saving
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_keras_file_round_trip_restores_weights_optimizer_and_balancer(backbone, tmp_path):
