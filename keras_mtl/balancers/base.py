@@ -100,6 +100,8 @@ class Balancer(keras.layers.Layer):
     # True: after applying a step, the model evaluates the task losses again on the same batch and
     # passes them to `post_step_updates` (FAMO).
     needs_post_step_losses: ClassVar[bool] = False
+    # True: every result has `combined == shared_weights @ J` (the `every=k` wrapper relies on it).
+    is_weighting: ClassVar[bool] = False
 
     def build(self, num_tasks, task_names=None, num_segments: int | None = None,
               num_columns: int | None = None):
@@ -207,6 +209,7 @@ class Weighting(Balancer):
 
     supported_levels: ClassVar[tuple[str, ...]] = LEVELS
     default_level: ClassVar[str] = "losses"
+    is_weighting = True
 
     def task_weights(self, losses, context: BalanceContext, matrix=None):
         """Returns `(weights [K], updates)`."""

@@ -46,6 +46,7 @@ class GradCraft(Balancer):
 
     supported_levels = ("parameters", "representation")
     default_level = "parameters"
+    is_weighting = True
 
     def __init__(self, tau: float = 1.0, epsilon: float = 0.0, beta: float = 0.0,
                  reduction: str = "mean", rcond: float = 1e-10, **kwargs):

@@ -20,6 +20,7 @@ class GramianWeighting(Balancer):
 
     supported_levels: ClassVar[tuple[str, ...]] = ("parameters", "representation")
     default_level: ClassVar[str] = "parameters"
+    is_weighting = True
 
     def weights_from_gramian(self, gram: tf.Tensor, context) -> tuple[tf.Tensor, tuple]:
         raise NotImplementedError

@@ -42,6 +42,7 @@ class MultiBalance(Balancer):
 
     supported_levels = ("representation", "parameters")
     default_level = "representation"
+    is_weighting = True
 
     def __init__(self, relax_factor: float = 0.7, beta: float = 0.9,
                  reference: str | int = "max", norm: str = "batch", **kwargs):

@@ -31,7 +31,8 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
     """Returns a balancer from a registered name (with hyper-parameters), an instance or a config.
 
     `None` gives equal weighting (`"ew"`). Unknown names and unknown hyper-parameters raise a
-    `ValueError` that lists what is valid.
+    `ValueError` that lists what is valid. `every=k` (k > 1), accepted by every weighting,
+    recomputes the weights only every k steps and reuses them in between (`EveryK`).
     """
     if balancer is None:
         balancer = "ew"
@@ -47,13 +48,19 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
     if key not in _REGISTRY:
         raise ValueError(f"Unknown balancer {balancer!r}; valid names: {available()}.")
     cls = _REGISTRY[key]
+    every = hparams.pop("every", None)
     accepted = _accepted_arguments(cls)
     unknown = sorted(set(hparams) - accepted)
     if unknown:
         raise ValueError(
             f"Balancer {key!r} has no hyper-parameter(s) {unknown}; it accepts {sorted(accepted)}."
         )
-    return cls(**hparams)
+    balancer = cls(**hparams)
+    if every is not None and int(every) != 1:
+        from keras_mtl.balancers.every import EveryK
+
+        return EveryK(balancer, every)
+    return balancer
 
 
 def _accepted_arguments(cls) -> set[str]:

@@ -10,8 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import balancers as balancers_lib
-from keras_mtl.balancers.base import BalanceContext, Balancer
+from keras_mtl.balancers.base import BalanceContext, Balancer, BalanceResult
 from keras_mtl.balancers.cograd import transference_hessian_term
+from keras_mtl.balancers.every import EveryK
 from keras_mtl.balancers.ops import block_weighted_sum
 from keras_mtl.features import FeatureEncoder
 from keras_mtl.features.spec import TF_DTYPES, FeatureSpec, as_feature_spec
@@ -313,6 +314,11 @@ class MultiTaskModel(keras.Model):
             else tf.constant(0, tf.int64),
             epoch=self.epoch.value,
         )
+        if isinstance(balancer, EveryK) and balancer.level != "losses":
+            return self._gradients_every_k(balancer, x, y, sample_weight, training, context)
+        return self._gradients(balancer, x, y, sample_weight, training, context)
+
+    def _gradients(self, balancer, x, y, sample_weight, training, context):
         if balancer.level == "losses":
             with tf.GradientTape() as tape:
                 logits, _, _ = self._forward(x, training=training, detach_cut=False)
@@ -381,6 +387,63 @@ class MultiTaskModel(keras.Model):
         variables = self.trainable_variables
         grads = [grads_by_id.get(id(v)) for v in variables]
         return grads, variables, (raw_losses, clean, row_weights, logits), result
+
+    def _gradients_every_k(self, balancer, x, y, sample_weight, training, context):
+        """`EveryK` at a gradient level: the wrapped balancer's full path on recompute steps; on the
+        others one backward pass of the stored weighting (shared: `Σ w_k L_k` with the shared
+        weights, heads: with the task weights), as cheap as plain training."""
+        variables = self.trainable_variables
+        sparse = {id(v) for v in self._sparse_shared_variables}
+        if self.dense_embedding_gradients and balancer.level == "parameters":
+            sparse = set()
+
+        def canonical(grads):
+            # Both branches of the cond must return the same structure: dense tensors, except
+            # IndexedSlices for embedding tables; zeros where a variable got no gradient (the
+            # full path already gives zeros for shared variables no task reaches).
+            out = []
+            for g, v in zip(grads, variables, strict=True):
+                if g is None:
+                    g = tf.zeros_like(v)
+                if id(v) in sparse and not isinstance(g, tf.IndexedSlices):
+                    g = tf.IndexedSlices(tf.convert_to_tensor(g), tf.range(tf.shape(v)[0]),
+                                         tf.shape(v, out_type=tf.int64))
+                elif id(v) not in sparse:
+                    g = tf.convert_to_tensor(g)
+                out.append(g)
+            return out
+
+        def recompute():
+            grads, _, terms, result = self._gradients(balancer.inner, x, y, sample_weight, training,
+                                                      context)
+            shared = (result.task_weights if result.shared_weights is None
+                      else result.shared_weights)
+            return (canonical(grads), terms, tf.cast(result.task_weights, tf.float32),
+                    tf.cast(shared, tf.float32), balancer.inner_values(result.updates))
+
+        def reuse():
+            task_weights, shared_weights = balancer.stored()
+            with tf.GradientTape(persistent=True) as tape:
+                logits, _, _ = self._forward(x, training=training, detach_cut=False)
+                raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
+                losses = self._weighted_losses(raw_losses)
+                shared_total = tf.reduce_sum(shared_weights * losses)
+                head_total = tf.reduce_sum(task_weights * losses)
+            by_id = dict(zip(map(id, self.shared_variables),
+                             tape.gradient(shared_total, self.shared_variables), strict=True))
+            by_id.update(zip(map(id, self._head_variables),
+                             tape.gradient(head_total, self._head_variables), strict=True))
+            del tape
+            grads = [by_id.get(id(v)) for v in variables]
+            return (canonical(grads), (raw_losses, clean, row_weights, logits), task_weights,
+                    shared_weights, [v.value for v in balancer.inner.weights])
+
+        grads, terms, task_weights, shared_weights, values = tf.cond(
+            balancer.due(context.step), recompute, reuse)
+        result = BalanceResult(None, task_weights,
+                               balancer.with_bookkeeping(values, task_weights, shared_weights),
+                               shared_weights=shared_weights)
+        return grads, variables, terms, result
 
     def _weighted_losses(self, raw_losses):
         factors = [t.weight for t in self.tasks]
