@@ -12,11 +12,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-DEFAULT_BALANCERS = (
-    "ew", "ew@representation", "ew@parameters", "static", "ple_schedule",
-    "multibalance", "multibalance@parameters", "metabalance", "gradcraft",
-    "gradcraft@representation", "cograd",
-)
+# Besides every registered balancer at its default level: ew at the gradient levels (the cost of
+# obtaining per-task gradients, with nothing to balance), a few methods at their other level, and
+# the every-k wrapper (the cost of a weighting recomputed every 10 steps).
+EXTRA_SPECS = ("ew@representation", "ew@parameters", "multibalance@parameters",
+               "gradcraft@representation", "mgda@representation", "nash_mtl*10", "upgrad*10")
+
+
+def default_balancers() -> tuple[str, ...]:
+    from keras_mtl import balancers
+
+    names = [n for n in balancers.available() if not n.startswith("_") and n != "ew"]
+    return ("ew", *EXTRA_SPECS[:2], *sorted(names + list(EXTRA_SPECS[2:])))
 
 
 @dataclass
@@ -30,9 +37,13 @@ class BenchRow:
 
 
 def parse_balancer(spec: str):
-    """`"name"` or `"name@level"` → `(name, kwargs)`."""
+    """`"name"`, `"name@level"`, `"name*k"` or `"name@level*k"` (weights recomputed every k
+    steps) → `(name, kwargs)`."""
+    spec, _, every = spec.partition("*")
     name, _, level = spec.partition("@")
     kwargs = {"level": level} if level else {}
+    if every:
+        kwargs["every"] = int(every)
     return name, kwargs
 
 
@@ -78,7 +89,7 @@ def measure(model, x, y, steps: int, windows: int, warmup: int) -> tuple[float, 
 
 
 def run(
-    balancers=DEFAULT_BALANCERS,
+    balancers=None,
     architecture: str = "mmoe",
     num_tasks: int = 4,
     batch_size: int = 2048,
@@ -93,7 +104,7 @@ def run(
     """Throughput of every balancer on one architecture and data set; `ew` first as the baseline."""
     from keras_mtl import datasets
 
-    specs = list(balancers)
+    specs = list(balancers or default_balancers())
     if "ew" in specs:
         specs.remove("ew")
     specs.insert(0, "ew")
@@ -109,7 +120,7 @@ def run(
         seconds, compile_seconds = measure(model, x, y, steps, windows, warmup)
         baseline = baseline or seconds
         rows.append(BenchRow(
-            balancer=spec.partition("@")[0], level=balancer.level,
+            balancer=_label(spec), level=balancer.level,
             examples_per_second=batch_size / seconds, ratio_to_ew=baseline / seconds,
             step_ms=1000 * seconds, compile_seconds=compile_seconds,
         ))
@@ -125,6 +136,11 @@ def run(
                     "keras": keras.__version__},
         "rows": [asdict(r) for r in rows],
     }
+
+
+def _label(spec: str) -> str:
+    name, _, every = spec.partition("*")
+    return name.partition("@")[0] + (f" (every {every})" if every else "")
 
 
 def _cpu_count() -> int:

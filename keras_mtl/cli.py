@@ -119,7 +119,7 @@ def bench(args) -> dict:
     if args.quick:
         kwargs.update(batch_size=min(args.batch_size, 256), experts=4, units=32, steps=3,
                       windows=2, warmup=1)
-    balancers = args.balancers.split(",") if args.balancers else bench_lib.DEFAULT_BALANCERS
+    balancers = args.balancers.split(",") if args.balancers else None
     result = bench_lib.run(balancers, **kwargs)
     print(bench_lib.format_markdown(result))
     if args.json:
@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = commands.add_parser(
         "bench", help="Training throughput of each balancer relative to ew, in the same run.")
     b.add_argument("--balancers", default=None,
-                   help="Comma-separated names, optionally name@level (default: a standard set).")
+                   help="Comma-separated names, each optionally name@level and/or name*k "
+                        "(weights recomputed every k steps); default: every registered balancer "
+                        "at its default level plus a few other levels and every-k variants.")
     b.add_argument("--model", choices=BACKBONES, default="mmoe")
     b.add_argument("--tasks", type=int, default=4)
     b.add_argument("--batch-size", type=int, default=2048)

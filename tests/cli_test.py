@@ -69,16 +69,26 @@ def test_train_with_the_recommender_balancers(balancer, args, capsys):
 
 def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
     path = os.path.join(tmp_path, "bench.json")
-    assert main(["bench", "--quick", "--balancers", "multibalance,ew@parameters",
+    assert main(["bench", "--quick", "--balancers", "multibalance,ew@parameters,mgda@parameters*3",
                  "--json", path]) == 0
     with open(path) as handle:
         result = json.load(handle)
     rows = {(r["balancer"], r["level"]): r for r in result["rows"]}
     assert set(rows) == {("ew", "losses"), ("multibalance", "representation"),
-                         ("ew", "parameters")}
+                         ("ew", "parameters"), ("mgda (every 3)", "parameters")}
     assert rows[("ew", "losses")]["ratio_to_ew"] == 1.0
     assert all(r["examples_per_second"] > 0 for r in rows.values())
     assert "| multibalance | representation |" in capsys.readouterr().out
+
+
+def test_bench_covers_every_registered_balancer_by_default():
+    from keras_mtl import balancers
+    from keras_mtl.bench import default_balancers, parse_balancer
+
+    names = {parse_balancer(spec)[0] for spec in default_balancers()}
+    assert names == set(balancers.available())
+    assert parse_balancer("nash_mtl@representation*10") == (
+        "nash_mtl", {"level": "representation", "every": 10})
 
 
 def test_export_writes_a_versioned_saved_model_and_an_example_request(tmp_path, capsys):
