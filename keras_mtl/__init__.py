@@ -4,7 +4,16 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_mtl import balancers, datasets, features, layers, metrics, serving  # noqa: E402
+from keras_mtl import (  # noqa: E402
+    balancers,
+    data,
+    datasets,
+    diagnostics,
+    features,
+    layers,
+    metrics,
+    serving,
+)
 from keras_mtl.features import (  # noqa: E402
     Categorical,
     FeatureSpec,
@@ -26,7 +35,9 @@ __all__ = [
     "Numeric",
     "Task",
     "balancers",
+    "data",
     "datasets",
+    "diagnostics",
     "features",
     "layers",
     "metrics",

@@ -25,6 +25,9 @@ class GradDrop(Balancer):
     `(seed, step)`.
     """
 
+    supported_levels = ("parameters", "representation")
+    default_level = "parameters"
+
     def __init__(self, leak=None, seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.leak = None if leak is None else [self.check_range("leak", v, 0.0, 1.0) for v in leak]

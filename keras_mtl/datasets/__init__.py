@@ -2,6 +2,9 @@
 
 from keras_mtl.datasets.base import MultiTaskDataset, split_frame
 from keras_mtl.datasets.census_income import load_census_income
+from keras_mtl.datasets.funnel import make_funnel
+from keras_mtl.datasets.movielens import load_movielens
 from keras_mtl.datasets.synthetic import make_synthetic
 
-__all__ = ["MultiTaskDataset", "load_census_income", "make_synthetic", "split_frame"]
+__all__ = ["MultiTaskDataset", "load_census_income", "load_movielens", "make_funnel",
+           "make_synthetic", "split_frame"]

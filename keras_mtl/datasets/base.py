@@ -32,6 +32,25 @@ class MultiTaskDataset:
             raise ValueError(f"Unknown split {name!r}; expected one of {SPLITS}.")
         return getattr(self, name)
 
+    def head(self, max_rows: int, seed: int = 0) -> MultiTaskDataset:
+        """A copy with at most `max_rows` training rows (and proportionally fewer validation and
+        test rows), drawn at random with `seed` — for quick runs. Spec and tasks are kept."""
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be positive, got {max_rows}.")
+        fraction = min(1.0, max_rows / max(len(self.train), 1))
+
+        def sample(frame, limit):
+            if len(frame) <= limit:
+                return frame
+            return frame.sample(n=limit, random_state=seed).sort_index().reset_index(drop=True)
+
+        return dataclasses.replace(
+            self,
+            train=sample(self.train, max_rows),
+            validation=sample(self.validation, max(1, int(round(fraction * len(self.validation))))),
+            test=sample(self.test, max(1, int(round(fraction * len(self.test))))),
+        )
+
     def as_tf_dataset(
         self, split: str, batch_size: int = 256, shuffle: bool | None = None, seed: int = 0
     ) -> tf.data.Dataset:

@@ -171,6 +171,59 @@ class FeatureSpec:
     def from_config(cls, config: dict[str, Any]) -> FeatureSpec:
         return cls(feature_from_config(c) for c in config["features"])
 
+    @classmethod
+    def infer(
+        cls,
+        frame,
+        exclude: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
+        max_vocabulary: int = 10_000,
+        min_count: int = 1,
+    ) -> FeatureSpec:
+        """A spec inferred from a DataFrame's dtypes and adapted to it in one pass.
+
+        Rules (override any column with `categorical=` / `numeric=`; leave labels out with
+        `exclude=`):
+        - strings, objects, pandas categoricals and booleans-as-objects → `Categorical` with the
+          column's vocabulary when it has at most `max_vocabulary` distinct values, else `Hashed`
+          into 4× as many bins as distinct values (capped at 2²⁰);
+        - integer columns named like ids (`id`, `*_id`, `*Id`) → the same categorical rules over
+          the integer values; other integers, floats and booleans → `Numeric`;
+        - numeric columns that are non-negative and heavy-tailed (skewness > 2, e.g. counts,
+          prices, durations) get `log1p`;
+        - embedding width `6 · cardinality^¼` rounded, within [4, 64] (a common rule of thumb).
+        """
+        import pandas as pd
+
+        frame = pd.DataFrame(frame)
+        unknown = sorted((set(exclude) | set(categorical) | set(numeric)) - set(frame.columns))
+        if unknown:
+            raise KeyError(f"Columns {unknown} are not in the DataFrame; columns: "
+                           f"{list(frame.columns)}.")
+        both = sorted(set(categorical) & set(numeric))
+        if both:
+            raise ValueError(f"Columns {both} are listed as both categorical and numeric.")
+        features = []
+        for name in frame.columns:
+            if name in exclude:
+                continue
+            column = frame[name]
+            kind = column.dtype.kind
+            is_text = (kind in "OSU" or isinstance(column.dtype, pd.CategoricalDtype)
+                       or pd.api.types.is_string_dtype(column.dtype))
+            is_id = name == "id" or name.endswith("_id") or name.endswith("Id")
+            if name in categorical or (name not in numeric and (is_text or (kind in "iu" and is_id))):
+                features.append(_categorical_for(name, column, max_vocabulary, min_count))
+            elif name in numeric or kind in "iufb":
+                values = _numeric_column(Numeric(name), np.asarray(column, dtype=object)
+                                         if is_text else column.to_numpy())
+                features.append(Numeric(name, log1p=_heavy_tailed(values)))
+            else:
+                raise ValueError(f"Column {name!r} has dtype {column.dtype}, which FeatureSpec.infer "
+                                 "cannot map; exclude it or list it in categorical=/numeric=.")
+        return cls(features).adapt(frame, min_count=min_count)
+
     def adapt(self, frame, max_vocabulary: int | None = None, min_count: int = 1) -> FeatureSpec:
         """Returns a copy with vocabularies and normalisation statistics computed from `frame`.
 
@@ -203,6 +256,28 @@ class FeatureSpec:
                 )
             adapted.append(feature)
         return FeatureSpec(adapted)
+
+
+def _categorical_for(name: str, column, max_vocabulary: int, min_count: int) -> Feature:
+    integers = column.dtype.kind in "iu"
+    values = column.to_numpy() if integers else string_values(column)
+    distinct = len(np.unique(values if integers else values[values != ""]))
+    dim = int(min(64, max(4, round(6 * max(distinct, 1) ** 0.25))))
+    if distinct <= max_vocabulary:
+        vocabulary = _vocabulary(values, max_vocabulary, min_count)
+        return Categorical(name, vocabulary=vocabulary, embedding_dim=dim)
+    return Hashed(name, num_bins=int(min(4 * distinct, 2 ** 20)), embedding_dim=dim,
+                  input_dtype="int64" if integers else "string")
+
+
+def _heavy_tailed(values: np.ndarray) -> bool:
+    values = values[np.isfinite(values)]
+    if values.size < 3 or values.min() < 0:
+        return False
+    spread = values.std()
+    if spread == 0:
+        return False
+    return float(np.mean(((values - values.mean()) / spread) ** 3)) > 2.0
 
 
 def _numeric_column(feature: Feature, column: np.ndarray) -> np.ndarray:

@@ -109,6 +109,10 @@ class MultiTaskModel(keras.Model):
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
         self.task_metrics = [t.build_metrics() for t in self.tasks]
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
+        # The balancer's weight of each task (its shared weights, else its task weights), averaged
+        # over the epoch's finite steps: `history.history["<task>_weight"]` shows them over training.
+        self.balance_weight_trackers = [keras.metrics.Mean(name=f"{t.name}_weight")
+                                        for t in self.tasks]
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         self._balancer = None
         self.build()
@@ -479,8 +483,14 @@ class MultiTaskModel(keras.Model):
         skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
         self.skipped_steps.update_state(skipped)
         self._update_metrics(x, terms, finite)
+        weights = result.task_weights if result.shared_weights is None else result.shared_weights
+        weights = tf.where(finite, tf.cast(weights, tf.float32), 0.0)
+        for tracker, weight in zip(self.balance_weight_trackers, tf.unstack(weights), strict=True):
+            tracker.update_state(weight, sample_weight=tf.cast(finite, tf.float32))
         logs = self._logs()
         logs["skipped_steps"] = self.skipped_steps.result()
+        for tracker in self.balance_weight_trackers:
+            logs[tracker.name] = tracker.result()
         return logs
 
     def test_step(self, data):
@@ -519,7 +529,8 @@ class MultiTaskModel(keras.Model):
                                     sample_weight=metric_weight * keep, **kwargs)
 
     def _logs(self):
-        return {m.name: m.result() for m in self.metrics if m is not self.skipped_steps}
+        step_only = {id(self.skipped_steps), *map(id, self.balance_weight_trackers)}
+        return {m.name: m.result() for m in self.metrics if id(m) not in step_only}
 
     @property
     def metrics(self):
@@ -528,6 +539,7 @@ class MultiTaskModel(keras.Model):
             *self.task_loss_trackers,
             *[m for metrics in self.task_metrics for m in metrics],
             self.skipped_steps,
+            *self.balance_weight_trackers,
         ]
 
     # ------------------------------------------------------------------------------ Keras API

@@ -46,3 +46,13 @@ def test_label_correlation_grows_with_p_and_seed_reproduces():
     b = make_synthetic(num_examples=100, seed=5)
     assert a.train.equals(b.train)
     assert len(a.train) == 80 and len(a.validation) == 10 and len(a.test) == 10
+
+
+def test_head_keeps_a_proportional_random_subset():
+    data = make_synthetic(num_examples=1000, dim=4)
+    small = data.head(100)
+    assert len(small.train) == 100
+    assert len(small.validation) == round(100 / 800 * 100) and len(small.test) == 12
+    assert set(small.train["x0"]) <= set(data.train["x0"])
+    assert small.features == data.features and small.tasks == data.tasks
+    assert data.head(10_000).train is data.train

@@ -219,6 +219,17 @@ def test_logs_hold_running_means_of_per_task_losses_and_metrics():
                                rtol=1e-5)
 
 
+def test_training_logs_show_each_tasks_balancer_weight():
+    x, y = xla_data(64)
+    model = xla_model(balancer=km.balancers.get("static", weights=[1.0, 0.25]))
+    model.compile(optimizer="adam")
+    history = model.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    np.testing.assert_allclose(history.history["click_weight"], [1.0, 1.0])
+    np.testing.assert_allclose(history.history["watch_time_weight"], [0.25, 0.25])
+    logs = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
+    assert not any(key.endswith("_weight") for key in logs)
+
+
 def test_a_non_finite_batch_is_skipped_without_touching_state():
     x, y = xla_data(64)
     model = xla_model(balancer=km.balancers.get("ple_schedule", decay=0.5, unit="step"))

@@ -1,0 +1,42 @@
+"""Looking at task gradients: how much tasks conflict, before choosing a balancer."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+LEVELS = ("parameters", "representation")
+
+
+def task_gradients(model, x, y, level: str = "parameters", sample_weight=None) -> tf.Tensor:
+    """The `[K, D]` matrix of each task's loss gradient, as the balancers see it at `level`.
+
+    `"parameters"`: w.r.t. the shared parameters the model balances (embedding tables excluded
+    unless the model densifies them); `"representation"`: w.r.t. the backbone's cut, batch
+    included. Task losses include `Task.weight`; no training step is taken.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
+    with tf.GradientTape(persistent=True) as tape:
+        logits, cut, _ = model._forward(x, training=False, detach_cut=False)
+        losses = model._weighted_losses(model._task_terms(y, logits, sample_weight)[0])
+        per_task = tf.unstack(losses)
+    targets = list(cut) if level == "representation" else model._balanced_variables()
+    rows = []
+    for loss in per_task:
+        grads = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        rows.append(tf.concat([tf.reshape(tf.convert_to_tensor(g), [-1]) for g in grads], 0))
+    del tape
+    return tf.stack(rows)
+
+
+def gradient_cosines(model, x, y, level: str = "parameters", sample_weight=None) -> np.ndarray:
+    """`[K, K]` cosine similarities of the task gradients (negative: the tasks conflict).
+
+    A task with a zero gradient (no labelled rows in the batch) has cosine 0 with every task.
+    """
+    matrix = task_gradients(model, x, y, level, sample_weight).numpy().astype(np.float64)
+    gram = matrix @ matrix.T
+    norms = np.sqrt(np.diag(gram))
+    scale = np.outer(norms, norms)
+    return np.divide(gram, scale, out=np.zeros_like(gram), where=scale > 0)

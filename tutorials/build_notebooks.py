@@ -1,0 +1,502 @@
+"""Writes the tutorials' `.ipynb` files from the cells below (run: `python tutorials/build_notebooks.py`).
+
+The notebooks are generated so that every one shares the same first cells (Colab badge, install,
+quick-mode switch) and stays reviewable as Python. `tests/tutorials_test.py` executes each one in
+quick mode; `tutorials/README.md` explains the switch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nbformat
+
+# Where the repository is published; the Colab badges and the install cell point there.
+REPOSITORY = "keras-mtl/keras-mtl"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def badge(filename: str) -> str:
+    url = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/tutorials/{filename}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({url})"
+
+
+INSTALL = f'''# On Colab (or anywhere keras_mtl is missing) install it; in this repository it already is.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("keras_mtl") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q",
+                           "keras-mtl[serving] @ git+https://github.com/{REPOSITORY}"])'''
+
+def setup(plots: bool = True) -> str:
+    plotting = "import matplotlib.pyplot as plt\n" if plots else ""
+    return f"""import os
+
+import keras
+{plotting}import numpy as np
+import pandas as pd
+
+import keras_mtl as km
+
+# KERAS_MTL_QUICK=1 (what CI sets) runs every cell on a small sample for one epoch, so the whole
+# notebook takes about a minute on a laptop CPU; leave it unset for the real run.
+QUICK = os.environ.get("KERAS_MTL_QUICK") == "1"
+# A folder holding already-downloaded data files (CI has no internet); None downloads them.
+DATA_PATH = os.environ.get("KERAS_MTL_DATA")
+keras.utils.set_random_seed(0)"""
+
+
+def notebook(filename: str, title: str, intro: str, cells: list[tuple[str, str]],
+             plots: bool = True) -> None:
+    book = nbformat.v4.new_notebook()
+    book.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    }
+    book.cells = [
+        nbformat.v4.new_markdown_cell(f"# {title}\n\n{badge(filename)}\n\n{intro}\n\n"
+                                      "Set `KERAS_MTL_QUICK=1` in the environment for a one-minute "
+                                      "smoke run (small sample, one epoch) — CI runs every "
+                                      "tutorial that way."),
+        nbformat.v4.new_code_cell(INSTALL),
+        nbformat.v4.new_code_cell(setup(plots)),
+    ]
+    for kind, source in cells:
+        source = source.strip("\n")
+        make = nbformat.v4.new_markdown_cell if kind == "md" else nbformat.v4.new_code_cell
+        book.cells.append(make(source))
+    for cell in book.cells:  # deterministic files: no random cell ids
+        cell.pop("id", None)
+    book.nbformat_minor = 4
+    nbformat.write(book, os.path.join(HERE, filename))
+
+
+QUICKSTART = [
+    ("md", """
+## The data
+
+UCI's Census-Income (KDD) file, with the two tasks of the MMoE paper (Ma et al., KDD 2018):
+**income** above 50K, and **never married**. `load_census_income` downloads the file once (checksum
+verified, cached by Keras) and returns train/validation/test splits with a feature spec whose
+vocabularies and normalisation statistics come from the training split only."""),
+    ("code", """
+data = km.datasets.load_census_income(path=DATA_PATH)
+if QUICK:
+    data = data.head(4_000)
+EPOCHS = 1 if QUICK else 5
+print(data.description)
+print(f"{len(data.train):,} training rows, {len(data.features)} features, tasks:",
+      [t.name for t in data.tasks])
+data.train[[t.name for t in data.tasks]].mean().rename("positive rate").to_frame()"""),
+    ("md", """
+## MMoE and PLE, same everything else
+
+Both backbones are Keras layers; the model adds one tower per task. `fit` trains with equal
+weighting (`balancer="ew"`) unless told otherwise."""),
+    ("code", """
+def train(backbone):
+    model = km.MultiTaskModel(features=data.features, tasks=data.tasks, backbone=backbone,
+                              tower_units=[8])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(data.as_tf_dataset("train", batch_size=512), epochs=EPOCHS,
+                        validation_data=data.as_tf_dataset("validation", batch_size=4096),
+                        verbose=0)
+    return model, history
+
+
+backbones = {
+    "MMoE": km.layers.MMoE(num_experts=8, expert_units=[16]),
+    "PLE": km.layers.PLE(num_levels=2, shared_experts=4, task_experts=2, expert_units=[16]),
+}
+models, histories = {}, {}
+for name, backbone in backbones.items():
+    models[name], histories[name] = train(backbone)"""),
+    ("code", """
+results = {}
+for name, model in models.items():
+    logs = model.evaluate(data.as_tf_dataset("test", batch_size=4096), return_dict=True, verbose=0)
+    results[name] = {f"{t.name} AUC": logs[f"{t.name}_auc"] for t in data.tasks}
+pd.DataFrame(results).T.round(4)"""),
+    ("md", """
+With the full data and 5 epochs both land near the papers' figures (README: MMoE 0.946 / 0.994,
+PLE 0.947 / 0.994 test AUC). The loss curves show how the two tasks train side by side:"""),
+    ("code", """
+fig, axes = plt.subplots(1, len(data.tasks), figsize=(11, 3.5))
+for ax, task in zip(axes, data.tasks, strict=True):
+    for name, history in histories.items():
+        ax.plot(history.history[f"{task.name}_loss"], marker="o", label=f"{name} train")
+        ax.plot(history.history[f"val_{task.name}_loss"], marker="o", linestyle="--",
+                label=f"{name} validation")
+    ax.set_title(task.name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("log loss")
+    ax.legend()
+plt.tight_layout()"""),
+    ("md", """
+## What the gates learned
+
+Each task's gate mixes the experts per example. Averaged over the test rows, MMoE's gates show
+how much the two tasks share:"""),
+    ("code", """
+x_test, _ = next(iter(data.as_tf_dataset("test", batch_size=2048)))
+gates = models["MMoE"].gate_weights(x_test)
+fig, ax = plt.subplots(figsize=(7, 3))
+width = 0.8 / len(gates)
+for i, (name, weights) in enumerate(gates.items()):
+    mean = np.asarray(weights).reshape(-1, np.shape(weights)[-1]).mean(axis=0)
+    ax.bar(np.arange(len(mean)) + i * width, mean, width=width, label=name)
+ax.set_xlabel("expert")
+ax.set_ylabel("mean gate weight")
+ax.legend()
+plt.tight_layout()"""),
+    ("md", """
+## Save, reload, predict
+
+A `.keras` file holds the weights, the optimizer and the balancer state; predictions come back
+as one array per task."""),
+    ("code", """
+os.makedirs("saved_models", exist_ok=True)
+models["PLE"].save("saved_models/quickstart_ple.keras")
+restored = keras.models.load_model("saved_models/quickstart_ple.keras")
+predictions = restored.predict(x_test, verbose=0)
+np.testing.assert_allclose(predictions["income"], models["PLE"].predict(x_test, verbose=0)["income"],
+                           rtol=1e-5, atol=1e-6)
+pd.DataFrame({name: np.asarray(p)[:5] for name, p in predictions.items()})"""),
+    ("md", """
+Next: `02_choosing_a_balancer.ipynb` (when tasks fight), `03_sample_spaces_funnel.ipynb`
+(conditional tasks), `05_serving.ipynb` (TF Serving)."""),
+]
+
+BALANCERS = [
+    ("md", """
+## Tasks that pull in different directions
+
+A balancer decides how the tasks' gradients combine into one update. To see why that matters we
+build three regression tasks from the MMoE paper's generator and make them disagree in the two
+ways real ranking tasks do: their losses live on **different scales** (task 3's labels are 10×
+larger, like watch time next to a click), and their gradients point in **different directions**
+(low task correlation)."""),
+    ("code", """
+data = km.datasets.make_synthetic(num_examples=4_000 if QUICK else 40_000, num_tasks=3,
+                                  correlation=0.1, dim=32, seed=0)
+for frame in (data.train, data.validation, data.test):
+    frame["y3"] = 10 * frame["y3"]
+EPOCHS = 1 if QUICK else 8
+
+
+def build(balancer="ew"):
+    model = km.MultiTaskModel(features=data.features, tasks=data.tasks,
+                              backbone=km.layers.MMoE(num_experts=4, expert_units=[32]),
+                              tower_units=[16], balancer=balancer)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+probe_x, probe_y = next(iter(data.as_tf_dataset("validation", batch_size=1024)))"""),
+    ("md", """
+## Gradient conflicts, made visible
+
+`km.diagnostics.gradient_cosines` gives the cosine between every pair of task gradients w.r.t.
+the shared parameters — what a balancer sees. Negative entries are conflicts; the norms show the
+scale imbalance."""),
+    ("code", """
+def show_conflicts(model, title):
+    cosines = km.diagnostics.gradient_cosines(model, probe_x, probe_y)
+    norms = np.linalg.norm(km.diagnostics.task_gradients(model, probe_x, probe_y).numpy(), axis=1)
+    names = [t.name for t in data.tasks]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    image = left.imshow(cosines, vmin=-1, vmax=1, cmap="RdBu")
+    left.set_xticks(range(len(names)), names)
+    left.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            left.text(j, i, f"{cosines[i, j]:.2f}", ha="center", va="center")
+    fig.colorbar(image, ax=left)
+    left.set_title(f"gradient cosines, {title}")
+    right.bar(names, norms)
+    right.set_yscale("log")
+    right.set_title("gradient norms")
+    plt.tight_layout()
+
+
+show_conflicts(build(), "at initialisation")"""),
+    ("md", """
+Task 3's gradient is an order of magnitude longer: with equal weighting it dominates the shared
+layers. Now train with several balancers — loss-level ones (`uw`, `dwa`, `famo`), magnitude
+ones (`gradnorm`) and direction ones (`mgda`, `pcgrad`, `cagrad`, `nash_mtl`, `upgrad`) — on the
+same data and seed."""),
+    ("code", """
+candidates = (["ew", "uw", "mgda", "nash_mtl"] if QUICK else
+              ["ew", "uw", "dwa", "famo", "gradnorm", "mgda", "pcgrad", "cagrad", "nash_mtl",
+               "upgrad"])
+histories, scores = {}, {}
+for name in candidates:
+    keras.utils.set_random_seed(0)
+    model = build(name)
+    histories[name] = model.fit(data.as_tf_dataset("train", batch_size=256), epochs=EPOCHS,
+                                verbose=0)
+    logs = model.evaluate(data.as_tf_dataset("test", batch_size=4096), return_dict=True, verbose=0)
+    scores[name] = {f"{t.name} RMSE": logs[f"{t.name}_rmse"] for t in data.tasks}
+    if name == "ew":
+        show_conflicts(model, "after training (ew)")
+
+table = pd.DataFrame(scores).T
+# Δm: the mean relative change of the per-task errors against ew (negative is better), the usual
+# single-number summary in the multi-task literature.
+table["Δm vs ew (%)"] = 100 * ((table - table.loc["ew"]) / table.loc["ew"]).mean(axis=1)
+table.round(4)"""),
+    ("md", """
+Every training log carries each task's weight as the balancer set it (`<task>_weight`, the mean
+over the epoch), so how a method reacts to the imbalance is one plot away:"""),
+    ("code", """
+fig, axes = plt.subplots(1, len(data.tasks), figsize=(12, 3.2), sharey=True)
+for ax, task in zip(axes, data.tasks, strict=True):
+    for name, history in histories.items():
+        ax.plot(range(1, EPOCHS + 1), history.history[f"{task.name}_weight"], marker="o",
+                label=name)
+    ax.set_title(f"weight of {task.name}")
+    ax.set_xlabel("epoch")
+    ax.set_yscale("log")
+axes[-1].legend(fontsize=7)
+plt.tight_layout()"""),
+    ("md", """
+How to read this: loss-level methods (`uw`, `famo`) down-weight task 3 because its loss is large;
+direction methods (`mgda`, `nash_mtl`) give it the smallest weight because its gradient is the
+longest. Which wins depends on your tasks — this notebook is the experiment to run on a sample of
+your own data. Methods that look at gradients cost more per step; see `keras-mtl bench` in the
+README for the ratios, and `km.balancers.get(name, every=10)` to recompute weights only every 10
+steps."""),
+]
+
+FUNNEL = [
+    ("md", """
+## A conversion funnel
+
+`make_funnel` simulates impressions → clicks → purchases like Ali-CCP (the ESMM paper's data):
+a purchase can only be observed after a click, so the purchase label is **missing** (NaN) on
+unclicked rows. It also records the true probabilities, so we can check models against the
+truth."""),
+    ("code", """
+data = km.datasets.make_funnel(num_examples=20_000 if QUICK else 300_000, seed=0)
+EPOCHS = 1 if QUICK else 4
+frame = data.train
+print(f"CTR {frame.click.mean():.3f}, CVR on clicks {frame.purchase.mean():.3f}, "
+      f"purchases per impression {frame.purchase.fillna(0).mean():.4f}")
+frame.head()"""),
+    ("md", """
+## Three ways to train the purchase head
+
+1. **naive**: treat a missing purchase as "no purchase" — the bug this package refuses to make by
+   default (we fill the NaNs with 0 by hand here to show its effect);
+2. **sample space** (PLE, Tang et al. 2020): the purchase loss only counts clicked rows —
+   `Task("purchase", sample_space="click")`;
+3. **ESMM** (Ma et al., SIGIR 2018): pCTCVR = pCTR × pCVR is trained on every impression —
+   `Task("purchase", esmm_parent="click")`."""),
+    ("code", """
+variants = {
+    "naive": ([km.Task("click"), km.Task("purchase")], True),
+    "sample space": ([km.Task("click"), km.Task("purchase", sample_space="click")], False),
+    "ESMM": ([km.Task("click"), km.Task("purchase", esmm_parent="click")], False),
+}
+
+
+def dataset(split, tasks, fill_missing, batch_size=1024):
+    frame = data.split(split)
+    if fill_missing:
+        frame = frame.assign(purchase=frame.purchase.fillna(0.0))
+    return km.data.from_dataframe(frame, data.features, tasks, batch_size=batch_size,
+                                  shuffle=split == "train")
+
+
+test = data.test
+x_test = {name: test[name].to_numpy() for name in data.features.names}
+predictions = {}
+for name, (tasks, fill_missing) in variants.items():
+    keras.utils.set_random_seed(0)
+    model = km.MultiTaskModel(features=data.features, tasks=tasks,
+                              backbone=km.layers.MMoE(num_experts=4, expert_units=[32]),
+                              tower_units=[16])
+    model.compile(optimizer=keras.optimizers.Adam(2e-3))
+    model.fit(dataset("train", tasks, fill_missing), epochs=EPOCHS, verbose=0)
+    predictions[name] = model.predict(x_test, batch_size=8192, verbose=0)"""),
+    ("md", """
+A ranker serves pCVR (or pCTR·pCVR) on **every** impression, clicked or not. So the question is
+how well each model knows the conversion probability on the whole population, including the rows
+it never saw a purchase label for:"""),
+    ("code", """
+clicked = test.click.to_numpy() == 1
+rows = {}
+for name, output in predictions.items():
+    cvr = np.asarray(output["purchase"])
+    rows[name] = {
+        "mean pCVR, clicked rows": cvr[clicked].mean(),
+        "mean pCVR, unclicked rows": cvr[~clicked].mean(),
+        "corr(pCVR, true CVR), all rows": np.corrcoef(cvr, test.true_purchase)[0, 1],
+        "corr(pCTCVR, true CTCVR)": np.corrcoef(cvr * np.asarray(output["click"]),
+                                                 test.true_ctcvr)[0, 1],
+    }
+rows["truth"] = {"mean pCVR, clicked rows": test.true_purchase[clicked].mean(),
+                 "mean pCVR, unclicked rows": test.true_purchase[~clicked].mean()}
+pd.DataFrame(rows).T.round(4)"""),
+    ("md", """
+The naive model learned P(purchase **and** click) for the purchase head: its pCVR is far too low
+everywhere, worst on unclicked rows. Sample-space and ESMM models estimate the conversion rate
+itself. A calibration plot on the unclicked rows (the sample-selection-bias region) shows it:"""),
+    ("code", """
+bins = np.quantile(test.true_purchase[~clicked], np.linspace(0, 1, 11))
+which = np.clip(np.digitize(test.true_purchase[~clicked], bins[1:-1]), 0, 9)
+fig, ax = plt.subplots(figsize=(5, 4))
+truth = np.array([test.true_purchase[~clicked].to_numpy()[which == b].mean() for b in range(10)])
+for name, output in predictions.items():
+    cvr = np.asarray(output["purchase"])[~clicked]
+    ax.plot(truth, [cvr[which == b].mean() for b in range(10)], marker="o", label=name)
+ax.plot(truth, truth, "k--", label="perfect")
+ax.set_xlabel("true CVR (decile mean)")
+ax.set_ylabel("predicted pCVR")
+ax.set_title("unclicked impressions")
+ax.legend()
+plt.tight_layout()"""),
+]
+
+MOVIELENS = [
+    ("md", """
+## MovieLens through TensorFlow Datasets
+
+`load_movielens("100k")` reads `movielens/100k-ratings` with `tensorflow_datasets` (downloaded
+from GroupLens into `data_dir` on first use; research licence) and turns it into two tasks:
+**rating** (regression on the stars) and **liked** (rating ≥ 4), with user, movie and context
+features.
+
+In quick mode — and in CI, which has no internet — the data come from TFDS's own mock generator
+(`tfds.testing.mock_data`): same schema, random values. The numbers below then mean nothing; the
+code path is the real one."""),
+    ("code", """
+import contextlib
+
+import tensorflow_datasets as tfds
+
+mock = (tfds.testing.mock_data(num_examples=3_000, policy=tfds.testing.MockPolicy.USE_CODE)
+        if QUICK else contextlib.nullcontext())
+with mock:
+    data = km.datasets.load_movielens("100k", data_dir=None if QUICK else DATA_PATH)
+EPOCHS = 1 if QUICK else 5
+print(data.description)
+data.train.head()"""),
+    ("md", """
+Ranking metrics are per user: GAUC averages each user's AUC weighted by their rows (the metric
+industrial rankers report). Tasks take metric objects as well as names:"""),
+    ("code", """
+tasks = [km.Task("rating", kind="regression"),
+         km.Task("liked", metrics=["auc", km.metrics.GAUC(group_feature="user_id")])]
+model = km.MultiTaskModel(features=data.features, tasks=tasks,
+                          backbone=km.layers.MMoE(num_experts=4, expert_units=[32]),
+                          tower_units=[16], balancer="uw")
+model.compile(optimizer=keras.optimizers.Adam(1e-3))
+history = model.fit(data.as_tf_dataset("train", batch_size=512), epochs=EPOCHS,
+                    validation_data=data.as_tf_dataset("validation", batch_size=4096), verbose=0)
+logs = model.evaluate(data.as_tf_dataset("test", batch_size=4096), return_dict=True, verbose=0)
+pd.Series({k: v for k, v in logs.items() if k != "loss"}).round(4).to_frame("test")"""),
+    ("code", """
+x_test = {name: data.test[name].to_numpy() for name in data.features.names}
+predicted = model.predict(x_test, batch_size=4096, verbose=0)
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+for stars in sorted(data.test.rating.unique()):
+    left.hist(np.asarray(predicted["rating"])[data.test.rating.to_numpy() == stars], bins=30,
+              alpha=0.5, label=f"{stars:g}★")
+left.set_xlabel("predicted rating")
+left.legend(fontsize=7)
+right.plot(history.history["rating_weight"], marker="o", label="rating")
+right.plot(history.history["liked_weight"], marker="o", label="liked")
+right.set_title("uncertainty weights over epochs")
+right.set_xlabel("epoch")
+right.legend()
+plt.tight_layout()"""),
+]
+
+SERVING = [
+    ("md", """
+## From a trained model to TF Serving
+
+We train a small funnel model with ESMM, export it, and query the export the way TF Serving's REST
+and gRPC APIs are queried. The ranking score is PLE's fused score
+`score = Π_k p_k^{w_k}` (Tang et al. 2020, §5.3.1), here `pCTR^1 · pCVR^2`."""),
+    ("code", """
+import tempfile
+
+data = km.datasets.make_funnel(num_examples=10_000 if QUICK else 100_000, esmm=True, seed=0)
+model = km.MultiTaskModel(features=data.features, tasks=data.tasks,
+                          backbone=km.layers.CGC(shared_experts=2, task_experts=1,
+                                                 expert_units=[16]),
+                          tower_units=[8])
+model.compile(optimizer=keras.optimizers.Adam(2e-3))
+model.fit(data.as_tf_dataset("train", batch_size=1024), epochs=1 if QUICK else 3, verbose=0)
+
+base_path = os.path.join(tempfile.mkdtemp(), "funnel")
+version_path = km.serving.export(model, base_path,
+                                 score=km.serving.ScoreSpec(exponents={"click": 1.0,
+                                                                       "purchase": 2.0}))
+print(version_path)
+sorted(os.listdir(version_path))"""),
+    ("md", """
+The version folder is what `tensorflow_model_server --model_base_path=<base_path>` loads. With
+Docker:
+
+```bash
+docker run -p 8501:8501 -p 8500:8500 \\
+  -v "<base_path>:/models/funnel" -e MODEL_NAME=funnel tensorflow/serving
+curl -d @request.json http://localhost:8501/v1/models/funnel:predict
+```
+
+Here we load the same SavedModel in-process and call the signature TF Serving would call:"""),
+    ("code", """
+import tensorflow as tf
+
+rows = data.test.head(4)
+request = km.serving.rest_body(rows[data.features.names])
+print(str(request)[:300], "...")
+loaded = tf.saved_model.load(version_path)
+serving = loaded.signatures["serving_default"]
+inputs = {name: tf.constant(values)
+          for name, values in km.data.feature_arrays(rows, data.features).items()}
+outputs = {k: v.numpy() for k, v in serving(**inputs).items()}
+served = pd.DataFrame(outputs)
+served"""),
+    ("code", """
+# Same numbers as the Keras model, and the score is the fused product.
+expected = model.predict({n: rows[n].to_numpy() for n in data.features.names}, verbose=0)
+np.testing.assert_allclose(served["click"], expected["click"], rtol=1e-5, atol=1e-6)
+np.testing.assert_allclose(served["score"], served["click"] * served["purchase"] ** 2,
+                           rtol=1e-4)
+print("exported predictions match the model")"""),
+    ("md", """
+For gRPC, `km.serving.grpc_request` builds the `PredictRequest` proto (from
+`tensorflow-serving-api`) and `parse_grpc_response` turns the reply into a DataFrame:"""),
+    ("code", """
+proto = km.serving.grpc_request(rows[data.features.names], model_name="funnel")
+print(proto.model_spec, sorted(proto.inputs))"""),
+]
+
+
+def main() -> None:
+    notebook("01_quickstart.ipynb", "Quickstart: MMoE vs PLE on Census-Income",
+             "Train two multi-task rankers on a real public data set, compare their per-task AUC, "
+             "look at what the gates learned, and save the model.", QUICKSTART)
+    notebook("02_choosing_a_balancer.ipynb", "Choosing a balancer",
+             "Make gradient conflicts and scale imbalance visible, then compare loss-level, "
+             "magnitude and direction balancers on the same model and data.", BALANCERS)
+    notebook("03_sample_spaces_funnel.ipynb", "Sample spaces and conditional tasks",
+             "Purchases are only observed after clicks. Compare treating them as negatives with "
+             "PLE's sample spaces and ESMM on a simulated funnel with known truth.", FUNNEL)
+    notebook("04_movielens_tfds.ipynb", "MovieLens through TensorFlow Datasets",
+             "Rating regression and a 'liked' classifier on MovieLens 100K from TFDS, evaluated "
+             "with per-user GAUC.", MOVIELENS)
+    notebook("05_serving.ipynb", "Export to TF Serving and query it",
+             "Export a trained model as a versioned SavedModel with the fused ranking score and "
+             "call it the way TF Serving's REST and gRPC APIs are called.", SERVING, plots=False)
+
+
+if __name__ == "__main__":
+    main()
