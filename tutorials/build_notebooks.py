@@ -342,9 +342,13 @@ rows["truth"] = {"mean pCVR, clicked rows": test.true_purchase[clicked].mean(),
                  "mean pCVR, unclicked rows": test.true_purchase[~clicked].mean()}
 pd.DataFrame(rows).T.round(4)"""),
     ("md", """
-The naive model learned P(purchase **and** click) for the purchase head: its pCVR is far too low
-everywhere, worst on unclicked rows. Sample-space and ESMM models estimate the conversion rate
-itself. A calibration plot on the unclicked rows (the sample-selection-bias region) shows it:"""),
+What to look for (full run): the naive head learned P(click **and** purchase), so its pCVR is
+several times too low even on clicked rows — ranking by it would bury every item that converts
+well. The sample-space and ESMM heads match the observed CVR on clicked rows. On unclicked
+impressions — rows whose conversion was never observed — both still overestimate: that is the
+sample-selection bias, and no loss on observed labels removes all of it; ESMM, trained over every
+impression, tracks the true CVR and CTCVR a little more closely. The calibration plot on unclicked
+rows shows the gap:"""),
     ("code", """
 bins = np.quantile(test.true_purchase[~clicked], np.linspace(0, 1, 11))
 which = np.clip(np.digitize(test.true_purchase[~clicked], bins[1:-1]), 0, 9)
