@@ -180,11 +180,11 @@ ways real ranking tasks do: their losses live on **different scales** (task 3's 
 larger, like watch time next to a click), and their gradients point in **different directions**
 (low task correlation)."""),
     ("code", """
-data = km.datasets.make_synthetic(num_examples=4_000 if QUICK else 40_000, num_tasks=3,
+data = km.datasets.make_synthetic(num_examples=4_000 if QUICK else 25_000, num_tasks=3,
                                   correlation=0.1, dim=32, seed=0)
 for frame in (data.train, data.validation, data.test):
     frame["y3"] = 10 * frame["y3"]
-EPOCHS = 1 if QUICK else 8
+EPOCHS = 1 if QUICK else 5
 
 
 def build(balancer="ew"):
@@ -236,7 +236,7 @@ histories, scores = {}, {}
 for name in candidates:
     keras.utils.set_random_seed(0)
     model = build(name)
-    histories[name] = model.fit(data.as_tf_dataset("train", batch_size=256), epochs=EPOCHS,
+    histories[name] = model.fit(data.as_tf_dataset("train", batch_size=512), epochs=EPOCHS,
                                 verbose=0)
     logs = model.evaluate(data.as_tf_dataset("test", batch_size=4096), return_dict=True, verbose=0)
     scores[name] = {f"{t.name} RMSE": logs[f"{t.name}_rmse"] for t in data.tasks}
