@@ -94,8 +94,9 @@ def test_trains_under_xla_and_round_trips_with_state(name, tmp_path):
     assert restored.balancer.get_config() == m.balancer.get_config()
     for a, b in zip(m.balancer.weights, restored.balancer.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
-    np.testing.assert_allclose(restored.predict(x, verbose=0)["click"],
-                               m.predict(x, verbose=0)["click"], atol=1e-6)
+    # Called directly (not predict): the same check without compiling two more XLA functions.
+    batch = {name: values[:32] for name, values in x.items()}
+    np.testing.assert_allclose(restored(batch)["click"], m(batch)["click"], atol=1e-6)
 
 
 def test_cograd_exact_hessian_mode_trains_in_the_model():
