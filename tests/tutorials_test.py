@@ -31,6 +31,8 @@ def test_there_are_five_tutorials_and_they_are_generated_from_the_builder(tmp_pa
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
+    if "quickstart" in path and not os.path.exists(CENSUS_FILE):
+        pytest.skip("the quickstart reads the shared census file, absent here (no internet)")
     monkeypatch.setenv("KERAS_MTL_QUICK", "1")
     monkeypatch.setenv("KERAS_MTL_DATA", os.path.dirname(CENSUS_FILE))
     monkeypatch.setenv("MPLBACKEND", "Agg")
