@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,10 +52,16 @@ def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.nda
                 f"{list(frame.columns)}."
             )
         values = _float_column(frame[task.name], f"Label column {task.name!r}")
+        present = ~np.isnan(values)
+        if task.missing_value is not None:
+            present &= values != task.missing_value
+        if len(values) and not present.any():
+            warnings.warn(
+                f"Task {task.name!r} has no label in any of the {len(values)} rows (every value is "
+                "missing): it contributes nothing to training on these data.",
+                UserWarning, stacklevel=3,
+            )
         if task.kind == "binary":
-            present = ~np.isnan(values)
-            if task.missing_value is not None:
-                present &= values != task.missing_value
             invalid = present & ~np.isin(values, (0.0, 1.0))
             if invalid.any():
                 row = frame.index[np.argmax(invalid)]

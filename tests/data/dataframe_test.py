@@ -33,3 +33,12 @@ def test_errors_name_the_column_and_an_offending_value():
         from_dataframe(frame(age=[1.0, "old", 3.0]), SPEC, TASKS)
     with pytest.raises(KeyError, match="Task 'click' has no label column"):
         from_dataframe(frame().drop(columns="click"), SPEC, TASKS)
+
+
+def test_a_task_without_any_label_is_reported_once():
+    with pytest.warns(UserWarning, match="'buy' has no label in any of the 3 rows") as caught:
+        from_dataframe(frame(buy=[np.nan, np.nan, np.nan]), SPEC, TASKS)
+    assert len([w for w in caught if "no label" in str(w.message)]) == 1
+    sentinel = [km.Task("click"), km.Task("buy", missing_value=-1.0)]
+    with pytest.warns(UserWarning, match="'buy'"):
+        from_dataframe(frame(buy=[-1.0, -1.0, -1.0]), SPEC, sentinel)

@@ -342,3 +342,14 @@ def test_untouched_spec_is_kept_in_config():
     clone = km.MultiTaskModel.from_config(model.get_config())
     assert clone.spec == small_spec()
     assert [t.name for t in clone.tasks] == ["click", "watch_time"]
+
+
+def test_saved_models_load_in_keras_safe_mode(tmp_path):
+    # No lambdas or pickled code anywhere in the config: safe_mode=True (Keras' default) loads it.
+    model = small_model(balancer=km.balancers.get("nash_mtl", every=3))
+    model.compile(optimizer="adam")
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    restored = keras.models.load_model(path, safe_mode=True)
+    x, _ = small_batch(8)
+    np.testing.assert_allclose(restored(x)["click"], model(x)["click"], atol=1e-6)
