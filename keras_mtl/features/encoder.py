@@ -99,7 +99,9 @@ class FeatureEncoder(keras.layers.Layer):
             else:
                 index = self.lookups[feature.name](value)
             parts.append(self.embeddings[feature.name](index))
-        return tf.concat(parts, axis=-1)
+        # Numerics are standardised in float32; under a mixed precision policy everything then
+        # joins the layer's compute dtype (Keras feeds float inputs in it, embeddings output it).
+        return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
 
     def _column(self, inputs, feature):
         if not isinstance(inputs, dict):
