@@ -263,12 +263,15 @@ for ax, task in zip(axes, data.tasks, strict=True):
 axes[-1].legend(fontsize=7)
 plt.tight_layout()"""),
     ("md", """
-How to read this: loss-level methods (`uw`, `famo`) down-weight task 3 because its loss is large;
-direction methods (`mgda`, `nash_mtl`) give it the smallest weight because its gradient is the
-longest. Which wins depends on your tasks — this notebook is the experiment to run on a sample of
-your own data. Methods that look at gradients cost more per step; see `keras-mtl bench` in the
-README for the ratios, and `km.balancers.get(name, every=10)` to recompute weights only every 10
-steps."""),
+How to read this (full run): FAMO down-weights task 3 at once because its loss is large;
+uncertainty weighting learns its log-variances with Keras' default learning rate (1e-3) and has
+barely moved in so short a run — pass `learning_rate=` to let it react faster. GradNorm lowers task
+3 gently. The direction methods (MGDA, Nash-MTL, CAGrad) give task 3 the smallest weight because
+its gradient is the longest, and trade its error for the other two tasks' — Δm averages relative
+errors, so read it beside the per-task columns. Which trade you want depends on your tasks; this
+notebook is the experiment to run on a sample of your own data. Methods that look at gradients
+cost more per step: see `keras-mtl bench` in the README for the ratios, and
+`km.balancers.get(name, every=10)` to recompute weights only every 10 steps."""),
 ]
 
 FUNNEL = [
