@@ -184,6 +184,12 @@ class MultiTaskModel(keras.Model):
         balancer = balancers_lib.get(balancer, **hparams)
         if balancer is self._balancer:
             return balancer
+        if balancer.level != "losses" and self.dtype_policy.compute_dtype != "float32":
+            raise NotImplementedError(
+                f"Balancer {balancer.name!r} works on task gradients (level {balancer.level!r}), "
+                f"which are not supported under the {self.dtype_policy.name!r} policy yet; use a "
+                "losses-level balancer or float32."
+            )
         segments = self._num_segments(balancer.level)
         columns = None
         if balancer.level == "parameters":
@@ -553,6 +559,13 @@ class MultiTaskModel(keras.Model):
                 )
             kwargs.pop(key, None)
         super().compile(optimizer=optimizer, **kwargs)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Refuse rather than train wrongly: this step does not scale the loss yet, so the
+            # loss-scale optimizer would divide unscaled gradients by its scale.
+            raise NotImplementedError(
+                "MultiTaskModel does not support loss scaling (the 'mixed_float16' policy) yet; "
+                "train in float32 (or 'mixed_bfloat16' with a losses-level balancer)."
+            )
         if balancer is not None:
             self.set_balancer(balancer)
         # Build optimizer state now so that skipping a step (tf.cond) never creates variables.
