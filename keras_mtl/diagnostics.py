@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.models.multi_task_model import _flatten
+
 LEVELS = ("parameters", "representation")
 
 
@@ -22,10 +24,8 @@ def task_gradients(model, x, y, level: str = "parameters", sample_weight=None) -
         losses = model._weighted_losses(model._task_terms(y, logits, sample_weight)[0])
         per_task = tf.unstack(losses)
     targets = list(cut) if level == "representation" else model._balanced_variables()
-    rows = []
-    for loss in per_task:
-        grads = tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        rows.append(tf.concat([tf.reshape(tf.convert_to_tensor(g), [-1]) for g in grads], 0))
+    rows = [_flatten(tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO))
+            for loss in per_task]
     del tape
     return tf.stack(rows)
 

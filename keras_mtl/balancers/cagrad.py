@@ -58,10 +58,10 @@ class CAGrad(GramianWeighting):
                 w = qp.solve(rho * toward_mean)
                 return w, tf.sqrt(tf.maximum(tf.einsum("k,kl,l->", w, g, w), 0.0))
 
-            def halve(_, low, high):
+            def halve(i, low, high):
                 middle = 0.5 * (low + high)
                 above = norm_at(middle)[1] > middle
-                return _ + 1, tf.where(above, middle, low), tf.where(above, high, middle)
+                return i + 1, tf.where(above, middle, low), tf.where(above, high, middle)
 
             high = tf.sqrt(tf.reduce_max(tf.linalg.diag_part(g)))
             _, low, high = tf.while_loop(lambda *a: True, halve,

@@ -84,25 +84,23 @@ class EveryK(Balancer):
         return [tf.cast(new.get(id(v), v.value), v.dtype) for v in self.inner.weights]
 
     def balance(self, matrix, losses, context):
+        # Weighted sum once: the inner balancer's own on recompute steps, the stored weights' else.
         def recompute():
             result = self.inner.balance(matrix, losses, context)
             shared = (result.task_weights if result.shared_weights is None
                       else result.shared_weights)
-            return (tf.cast(result.task_weights, tf.float32), tf.cast(shared, tf.float32),
-                    self.inner_values(result.updates))
+            outputs = (tf.cast(result.task_weights, tf.float32), tf.cast(shared, tf.float32),
+                       self.inner_values(result.updates))
+            return outputs if matrix is None else (*outputs, result.combined)
 
         def reuse():
             task, shared = self.stored()
-            return task, shared, [v.value for v in self.inner.weights]
+            outputs = (task, shared, [v.value for v in self.inner.weights])
+            return outputs if matrix is None else (*outputs, weighted_sum(matrix, shared))
 
-        task, shared, values = tf.cond(self.due(context.step), recompute, reuse)
-        combined = None if matrix is None else weighted_sum(matrix, shared)
-        return BalanceResult(combined, task, self.with_bookkeeping(values, task, shared),
-                             shared_weights=shared)
-
-    def balance_blocks(self, blocks, losses, context):
-        matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
-        return self.balance(matrix, losses, context)
+        task, shared, values, *combined = tf.cond(self.due(context.step), recompute, reuse)
+        return BalanceResult(combined[0] if combined else None, task,
+                             self.with_bookkeeping(values, task, shared), shared_weights=shared)
 
     def get_config(self):
         config = super().get_config()

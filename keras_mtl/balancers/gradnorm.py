@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keras_mtl.balancers.base import BalanceResult, Weighting
 from keras_mtl.balancers.learned import AdamParameter
-from keras_mtl.balancers.ops import block_row_norms, block_weighted_sum, row_norms, weighted_sum
+from keras_mtl.balancers.ops import block_row_norms, block_weighted_sum, row_norms
 from keras_mtl.balancers.registry import register
 
 
@@ -59,11 +59,6 @@ class GradNorm(Weighting):
 
     def task_weights(self, losses, context, matrix=None):
         return self.weights_and_updates(losses, row_norms(matrix))
-
-    def balance(self, matrix, losses, context):
-        weights, updates = self.weights_and_updates(losses, row_norms(matrix))
-        return BalanceResult(weighted_sum(matrix, weights), weights, updates,
-                             shared_weights=weights)
 
     def balance_blocks(self, blocks, losses, context):
         weights, updates = self.weights_and_updates(losses, block_row_norms(blocks))

@@ -214,7 +214,7 @@ class FeatureSpec:
                        or pd.api.types.is_string_dtype(column.dtype))
             is_id = name == "id" or name.endswith("_id") or name.endswith("Id")
             if name in categorical or (name not in numeric and (is_text or (kind in "iu" and is_id))):
-                features.append(_categorical_for(name, column, max_vocabulary, min_count))
+                features.append(_categorical_for(name, column, max_vocabulary))
             elif name in numeric or kind in "iufb":
                 values = _numeric_column(Numeric(name), np.asarray(column, dtype=object)
                                          if is_text else column.to_numpy())
@@ -258,14 +258,14 @@ class FeatureSpec:
         return FeatureSpec(adapted)
 
 
-def _categorical_for(name: str, column, max_vocabulary: int, min_count: int) -> Feature:
+def _categorical_for(name: str, column, max_vocabulary: int) -> Feature:
+    """A `Categorical` (its vocabulary left to `adapt`) or, past `max_vocabulary`, a `Hashed`."""
     integers = column.dtype.kind in "iu"
     values = column.to_numpy() if integers else string_values(column)
     distinct = len(np.unique(values if integers else values[values != ""]))
     dim = int(min(64, max(4, round(6 * max(distinct, 1) ** 0.25))))
     if distinct <= max_vocabulary:
-        vocabulary = _vocabulary(values, max_vocabulary, min_count)
-        return Categorical(name, vocabulary=vocabulary, embedding_dim=dim)
+        return Categorical(name, embedding_dim=dim)
     return Hashed(name, num_bins=int(min(4 * distinct, 2 ** 20)), embedding_dim=dim,
                   input_dtype="int64" if integers else "string")
 
