@@ -47,7 +47,7 @@ def parse_balancer(spec: str):
     return name, kwargs
 
 
-def _make_balancer(spec: str, num_tasks: int):
+def make_balancer(spec: str, num_tasks: int):
     from keras_mtl import balancers
 
     name, kwargs = parse_balancer(spec)
@@ -115,7 +115,7 @@ def run(
     for spec in specs:
         keras.utils.set_random_seed(seed)
         model = _model(architecture, data, experts, units)
-        balancer = _make_balancer(spec, num_tasks)
+        balancer = make_balancer(spec, num_tasks)
         model.compile(optimizer="adam", balancer=balancer, jit_compile=jit_compile)
         seconds, compile_seconds = measure(model, x, y, steps, windows, warmup)
         baseline = baseline or seconds
@@ -132,7 +132,7 @@ def run(
             "steps_per_window": steps, "windows": windows, "warmup_steps": warmup,
         },
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": _cpu_count(), "tensorflow": tf.__version__,
+                    "cpu_count": cpu_count(), "tensorflow": tf.__version__,
                     "keras": keras.__version__},
         "rows": [asdict(r) for r in rows],
     }
@@ -143,7 +143,7 @@ def _label(spec: str) -> str:
     return name.partition("@")[0] + (f" (every {every})" if every else "")
 
 
-def _cpu_count() -> int:
+def cpu_count() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

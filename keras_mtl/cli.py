@@ -111,6 +111,8 @@ def train(args) -> dict:
 
 
 def bench(args) -> dict:
+    if args.quality:
+        return quality(args)
     from keras_mtl import bench as bench_lib
 
     kwargs = dict(architecture=args.model, num_tasks=args.tasks, batch_size=args.batch_size,
@@ -125,6 +127,26 @@ def bench(args) -> dict:
     if args.json:
         bench_lib.save_json(result, args.json)
         print(f"\nWrote {args.json}")
+    return result
+
+
+def quality(args) -> dict:
+    from keras_mtl import quality as quality_lib
+
+    experiments = args.experiments.split(",") if args.experiments else quality_lib.EXPERIMENTS
+    balancers = args.balancers.split(",") if args.balancers else None
+    result = quality_lib.run(experiments, quick=args.quick, seeds=args.seeds,
+                             census_path=args.data_path, balancers=balancers,
+                             log=lambda line: print(line, flush=True))
+    table = quality_lib.format_markdown(result)
+    print("\n" + table)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(table + "\n")
+        print(f"\nWrote {args.markdown}")
+    if args.json:
+        quality_lib.save_json(result, args.json)
+        print(f"Wrote {args.json}")
     return result
 
 
@@ -208,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jit-compile", default=True, type=_jit_flag)
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
+    b.add_argument("--quality", action="store_true",
+                   help="Instead of throughput: test AUC/MSE of architectures and balancers on "
+                        "Census-Income, the synthetic correlation sweep and the funnel, over "
+                        "seeds (about an hour on 2 cores; --quick: a few minutes).")
+    b.add_argument("--experiments", default=None,
+                   help="--quality: comma-separated subset of census,synthetic,funnel.")
+    b.add_argument("--seeds", type=int, default=None, help="--quality: seeds per row (default 5).")
+    b.add_argument("--data-path", default=None,
+                   help="--quality: a local census-income file or folder (default: download).")
+    b.add_argument("--markdown", default=None, help="--quality: also write the tables here.")
 
     e = commands.add_parser(
         "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.")

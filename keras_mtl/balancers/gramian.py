@@ -26,7 +26,8 @@ class GramianWeighting(Balancer):
         raise NotImplementedError
 
     def balance(self, matrix, losses, context):
-        weights, updates = self.weights_from_gramian(tf.cast(gramian(matrix), tf.float64), context)
+        gram = finite_or_identity(tf.cast(gramian(matrix), tf.float64))
+        weights, updates = self.weights_from_gramian(gram, context)
         weights = tf.cast(weights, matrix.dtype)
         ones = tf.ones([self.num_tasks], tf.float32)
         return BalanceResult(weighted_sum(matrix, weights), ones, tuple(updates),
@@ -60,7 +61,17 @@ class PreferenceWeighting(GramianWeighting):
 
 def pseudo_inverse(matrices: tf.Tensor, rcond: float = 1e-12) -> tf.Tensor:
     """Moore-Penrose inverse of a batch of symmetric matrices (eigen-decomposition; XLA-safe)."""
-    eigenvalues, eigenvectors = tf.linalg.eigh(matrices)
+    eigenvalues, eigenvectors = tf.linalg.eigh(finite_or_identity(matrices))
     cutoff = rcond * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
     inverse = tf.where(tf.abs(eigenvalues) > cutoff, 1.0 / eigenvalues, tf.zeros_like(eigenvalues))
     return tf.matmul(eigenvectors * inverse[..., None, :], eigenvectors, transpose_b=True)
+
+
+def finite_or_identity(matrices: tf.Tensor) -> tf.Tensor:
+    """`matrices`, or identities where one holds a NaN/inf. A non-finite gradient makes the model
+    skip the step anyway, but TensorFlow's CPU eigen/LU kernels raise on such input (XLA's do
+    not), which would stop training instead of skipping one step."""
+    finite = tf.reduce_all(tf.math.is_finite(matrices), axis=[-2, -1], keepdims=True)
+    identity = tf.eye(tf.shape(matrices)[-1], batch_shape=tf.shape(matrices)[:-2],
+                      dtype=matrices.dtype)
+    return tf.where(finite, matrices, identity)

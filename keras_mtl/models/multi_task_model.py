@@ -60,6 +60,12 @@ class MultiTaskModel(keras.Model):
     non-finite loss or gradient skips the step (weights, optimizer and balancer state untouched) and
     counts it in `skipped_steps`.
 
+    Under a `tf.distribute` strategy with several replicas the balancer sees the global batch:
+    losses are global means (counts all-reduced), representation-level task gradients are
+    all-gathered, parameter-level ones all-reduced, so N replicas train like one device. Under
+    `mixed_float16` the losses are scaled for the backward passes and the balancer gets the
+    task gradients unscaled, in float32.
+
     Logs: `loss` (Σ_k weight_k·L_k as equal weighting would train it, comparable across
     balancers), `<task>_loss` (the task's mean loss over its valid rows) and `<task>_<metric>`.
     """
@@ -184,12 +190,6 @@ class MultiTaskModel(keras.Model):
         balancer = balancers_lib.get(balancer, **hparams)
         if balancer is self._balancer:
             return balancer
-        if balancer.level != "losses" and self.dtype_policy.compute_dtype != "float32":
-            raise NotImplementedError(
-                f"Balancer {balancer.name!r} works on task gradients (level {balancer.level!r}), "
-                f"which are not supported under the {self.dtype_policy.name!r} policy yet; use a "
-                "losses-level balancer or float32."
-            )
         segments = self._num_segments(balancer.level)
         columns = None
         if balancer.level == "parameters":
@@ -284,7 +284,7 @@ class MultiTaskModel(keras.Model):
         row_weight = None
         if sample_weight is not None:
             row_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        losses, weights = [], []
+        totals, counts, weights = [], [], []
         for task, logit in zip(self.tasks, logits, strict=True):
             mask = present[task.name]
             if task.sample_space is not None:
@@ -305,10 +305,23 @@ class MultiTaskModel(keras.Model):
                 weight *= row_weight
             # where(), not a product: a masked row's loss may be inf/NaN and 0·inf is NaN.
             per_example = tf.where(mask, per_example, 0.0)
-            losses.append(tf.math.divide_no_nan(tf.reduce_sum(weight * per_example),
-                                                tf.reduce_sum(weight)))
+            totals.append(tf.reduce_sum(weight * per_example))
+            counts.append(tf.reduce_sum(weight))
             weights.append(weight)
-        return tf.stack(losses), clean, weights
+        counts = tf.stack(counts)
+        replica, _ = replica_context()
+        if replica is not None:
+            # Divide by the global count: each replica's loss is then its share of the global
+            # mean, the shares sum to it, and so do their gradients (the optimizer sums them).
+            counts = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(counts))
+        return tf.math.divide_no_nan(tf.stack(totals), counts), clean, weights
+
+    def _global_losses(self, shares):
+        """The global batch's task losses from this replica's shares (themselves when alone)."""
+        replica, _ = replica_context()
+        if replica is None:
+            return shares
+        return replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(shares))
 
     # ------------------------------------------------------------------------------ gradients
     def compute_gradients(self, x, y, sample_weight=None, training=True):
@@ -329,13 +342,19 @@ class MultiTaskModel(keras.Model):
         return self._gradients(balancer, x, y, sample_weight, training, context)
 
     def _gradients(self, balancer, x, y, sample_weight, training, context):
+        # Under loss scaling (mixed_float16) every gradient leaves here scaled, as the loss-scale
+        # optimizer expects; the balancer alone sees them unscaled and in float32.
+        scale = self._loss_scale()
         if balancer.level == "losses":
             with tf.GradientTape() as tape:
                 logits, _, _ = self._forward(x, training=training, detach_cut=False)
-                raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
-                losses = self._weighted_losses(raw_losses)
-                result = balancer.balance(None, losses, context)
-                total = tf.reduce_sum(tf.stop_gradient(result.task_weights) * losses)
+                shares, clean, row_weights = self._task_terms(y, logits, sample_weight)
+                raw_losses = self._global_losses(shares)
+                result = balancer.balance(None, self._weighted_losses(raw_losses), context)
+                total = tf.reduce_sum(tf.stop_gradient(result.task_weights)
+                                      * self._weighted_losses(shares))
+                if scale is not None:
+                    total = total * scale
             variables = self.trainable_variables
             grads = tape.gradient(total, variables)
             return grads, variables, (raw_losses, clean, row_weights, logits), result
@@ -343,20 +362,43 @@ class MultiTaskModel(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             logits, cut, leaves = self._forward(x, training=training, detach_cut=True)
             tape.watch(leaves)
-            raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
-            losses = self._weighted_losses(raw_losses)
-            task_losses = tf.unstack(losses)
-        cut_grads = [
+            raw_shares, clean, row_weights = self._task_terms(y, logits, sample_weight)
+            shares = self._weighted_losses(raw_shares)
+            if scale is not None:
+                shares = shares * scale
+            task_losses = tf.unstack(shares)
+        raw_losses = self._global_losses(raw_shares)
+        losses = self._weighted_losses(raw_losses)
+        scaled_cut_grads = [
             tape.gradient(loss, leaves, unconnected_gradients=_ZERO) for loss in task_losses
         ]
+        cut_grads = [[_unscaled(g, scale) for g in row] for row in scaled_cut_grads]
+        replica, num_replicas = replica_context()
+        if replica is not None and balancer.needs_hessian_term:
+            raise NotImplementedError(
+                f"Balancer {balancer.name!r} needs an exact Hessian term, which is not computed "
+                "across replicas yet; train it without a distribution strategy, or with one "
+                "replica.")
         grads_by_id = {}
         if balancer.level == "representation":
-            context = context._replace(segment_sizes=tuple(tf.size(leaf) for leaf in leaves),
-                                       batch_size=tf.shape(leaves[0])[0])
-            result = balancer.balance_blocks(cut_grads, losses, context)
+            blocks, shapes = cut_grads, cut_grads[0]
+            if replica is not None:
+                # Every replica balances the whole global batch: its cut gradients are rows of
+                # the global matrix, gathered here, so every balancer (Gramians, norms, per-entry
+                # methods) decides exactly as on one device; each then keeps its own rows.
+                offset, rows = _row_offset(replica, leaves[0])
+                blocks = replica.all_gather(cut_grads, axis=0)
+                shapes = blocks[0]
+            context = context._replace(segment_sizes=tuple(tf.size(b) for b in shapes),
+                                       batch_size=tf.shape(shapes[0])[0])
+            result = balancer.balance_blocks(blocks, losses, context)
             combined = result.combined
             if not isinstance(combined, list | tuple):
-                combined = _unflatten(combined, leaves)
+                combined = _unflatten(combined, shapes)
+            if replica is not None:
+                combined = [c[offset:offset + rows] for c in combined]
+            combined = [_rescaled(c, scale, leaf.dtype)
+                        for c, leaf in zip(combined, leaves, strict=True)]
             shared = self.shared_variables
             for v, g in zip(shared, tape.gradient(cut, shared, output_gradients=combined,
                                                     unconnected_gradients=_ZERO), strict=True):
@@ -366,9 +408,9 @@ class MultiTaskModel(keras.Model):
             sparse = [v for v in self._sparse_shared_variables
                       if not self.dense_embedding_gradients]
             rows = [
-                _flatten(tape.gradient(cut, balanced, output_gradients=g,
-                                       unconnected_gradients=_ZERO))
-                for g in cut_grads
+                _unscaled(_flatten(tape.gradient(cut, balanced, output_gradients=g,
+                                                 unconnected_gradients=_ZERO)), scale)
+                for g in scaled_cut_grads
             ]
             context = context._replace(
                 segment_sizes=tuple(int(np.prod(v.shape)) for v in balanced))
@@ -378,18 +420,28 @@ class MultiTaskModel(keras.Model):
                         y, self._forward(x, training=training, detach_cut=False)[0],
                         sample_weight)[0]),
                     balanced))
-            result = balancer.balance(tf.stack(rows), losses, context)
-            for v, g in zip(balanced, _unflatten(result.combined, balanced), strict=True):
+            matrix = tf.stack(rows)
+            if replica is not None:
+                # The global task gradients are the sums of the replicas' (K × D values per
+                # replica on the wire); every replica then balances the same matrix, and hands
+                # the optimizer 1/N of the result, since the optimizer sums across replicas.
+                matrix = replica.all_reduce(tf.distribute.ReduceOp.SUM, matrix)
+            result = balancer.balance(matrix, losses, context)
+            combined = _rescaled(result.combined, scale, tf.float32)
+            if replica is not None:
+                combined = combined / tf.cast(num_replicas, combined.dtype)
+            for v, g in zip(balanced, _unflatten(combined, balanced), strict=True):
                 grads_by_id[id(v)] = g
             if sparse:
                 weights = (result.task_weights if result.shared_weights is None
                            else result.shared_weights)
-                weighted_cut = block_weighted_sum(cut_grads, weights)
+                weighted_cut = [_rescaled(c, scale, leaf.dtype) for c, leaf in zip(
+                    block_weighted_sum(cut_grads, weights), leaves, strict=True)]
                 for v, g in zip(sparse, tape.gradient(cut, sparse, output_gradients=weighted_cut),
                                 strict=True):
                     grads_by_id[id(v)] = g
         heads = self._head_variables
-        head_grads = tape.gradient(losses, heads,
+        head_grads = tape.gradient(shares, heads,
                                    output_gradients=tf.stop_gradient(result.task_weights))
         for v, g in zip(heads, head_grads, strict=True):
             grads_by_id[id(v)] = g
@@ -398,10 +450,24 @@ class MultiTaskModel(keras.Model):
         grads = [grads_by_id.get(id(v)) for v in variables]
         return grads, variables, (raw_losses, clean, row_weights, logits), result
 
+    def _loss_scale(self) -> tf.Tensor | None:
+        """The loss-scale optimizer's current scale (mixed_float16), else None."""
+        optimizer = getattr(self, "optimizer", None)
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            return tf.cast(optimizer.dynamic_scale, tf.float32)
+        return None
+
     def _gradients_every_k(self, balancer, x, y, sample_weight, training, context):
         """`EveryK` at a gradient level: the wrapped balancer's full path on recompute steps; on the
         others one backward pass of the stored weighting (shared: `Σ w_k L_k` with the shared
         weights, heads: with the task weights), as cheap as plain training."""
+        if replica_context()[0] is not None:
+            # Both branches of the step's tf.cond would hold cross-replica reductions, which
+            # MirroredStrategy cannot run inside control flow.
+            raise NotImplementedError(
+                f"{balancer.name!r} (a balancer recomputed every {balancer.every} steps) at the "
+                f"{balancer.level!r} level does not run under a multi-replica strategy yet; use "
+                "the balancer without every=, or the losses level.")
         variables = self.trainable_variables
         sparse = {id(v) for v in self._sparse_shared_variables}
         if self.dense_embedding_gradients and balancer.level == "parameters":
@@ -437,6 +503,9 @@ class MultiTaskModel(keras.Model):
                 logits, _, _ = self._forward(x, training=training, detach_cut=False)
                 raw_losses, clean, row_weights = self._task_terms(y, logits, sample_weight)
                 losses = self._weighted_losses(raw_losses)
+                scale = self._loss_scale()
+                if scale is not None:  # the full path's gradients come scaled too
+                    losses = losses * scale
                 shared_total = tf.reduce_sum(shared_weights * losses)
                 head_total = tf.reduce_sum(task_weights * losses)
             by_id = dict(zip(map(id, self.shared_variables),
@@ -467,27 +536,38 @@ class MultiTaskModel(keras.Model):
         grads, variables, terms, result = self.compute_gradients(x, y, sample_weight)
         raw_losses = terms[0]
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
-        finite = tf.reduce_all(tf.math.is_finite(raw_losses))
+        losses_finite = tf.reduce_all(tf.math.is_finite(raw_losses))
+        finite = losses_finite
         for g, _ in pairs:
             values = g.values if isinstance(g, tf.IndexedSlices) else g
             finite &= tf.reduce_all(tf.math.is_finite(values))
 
         balancer = self._balancer
-
-        def apply():
-            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-            for variable, value in result.updates:
-                variable.assign(value)
-            if balancer.needs_post_step_losses:  # FAMO: the updated model's losses, same batch
-                logits_after, _, _ = self._forward(x, training=True, detach_cut=False)
-                after = self._weighted_losses(self._task_terms(y, logits_after, sample_weight)[0])
-                before = self._weighted_losses(raw_losses)
-                for variable, value in balancer.post_step_updates(before, after):
-                    variable.assign(value)
-            return tf.constant(0.0)
-
-        skipped = tf.cond(finite, apply, lambda: tf.constant(1.0))
-        self.skipped_steps.update_state(skipped)
+        replica, num_replicas = replica_context()
+        if replica is not None:  # one replica's NaN skips the step everywhere
+            failures = replica.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                tf.stack([1.0 - tf.cast(finite, tf.float32),
+                          1.0 - tf.cast(losses_finite, tf.float32)]))
+            finite, losses_finite = tf.unstack(tf.equal(failures, 0.0))
+        # A loss-scale optimizer must see overflowing gradients (it halves its scale and skips
+        # the update itself); bad data (a non-finite loss) never reaches any optimizer.
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        self._apply_if(losses_finite if scaled else finite, [g for g, _ in pairs],
+                       [v for _, v in pairs], replica)
+        # State updates are selected rather than branched on: the same code then runs on one
+        # device and on several (where a branch may not hold cross-replica reductions).
+        updates = list(result.updates)
+        if balancer.needs_post_step_losses:  # FAMO: the updated model's losses, same batch
+            logits_after, _, _ = self._forward(x, training=True, detach_cut=False)
+            after = self._global_losses(self._task_terms(y, logits_after, sample_weight)[0])
+            updates += balancer.post_step_updates(self._weighted_losses(raw_losses),
+                                                  self._weighted_losses(after))
+        for variable, value in updates:
+            variable.assign(tf.where(finite, tf.cast(value, variable.dtype), variable))
+        skipped = 1.0 - tf.cast(finite, tf.float32)
+        # Sums over replicas are read back summed: count a skipped step once in all.
+        self.skipped_steps.update_state(skipped / num_replicas)
         self._update_metrics(x, terms, finite)
         weights = result.task_weights if result.shared_weights is None else result.shared_weights
         weights = tf.where(finite, tf.cast(weights, tf.float32), 0.0)
@@ -497,14 +577,44 @@ class MultiTaskModel(keras.Model):
         logs["skipped_steps"] = self.skipped_steps.result()
         for tracker in self.balance_weight_trackers:
             logs[tracker.name] = tracker.result()
-        return logs
+        return _for_keras_reduction(logs)
+
+    def _apply_if(self, finite, grads, variables, replica):
+        """`optimizer.apply(grads, variables)` on finite steps only (optimizer state untouched
+        otherwise)."""
+        def apply():
+            self.optimizer.apply(grads, variables)
+            return tf.constant(0.0)
+
+        def skip():
+            return tf.constant(0.0)
+
+        if replica is None or tf.__internal__.distribute.strategy_supports_no_merge_call():
+            tf.cond(finite, apply, skip)
+            return
+
+        # MirroredStrategy all-reduces gradients with a merge call, which it cannot run inside a
+        # tf.cond in replica context: branch once in cross-replica context instead, as Keras'
+        # LossScaleOptimizer does. Every replica agrees on `finite` (reduced by the caller).
+        def cross_replica(distribution, finite, grads):
+            decided = distribution.experimental_local_results(finite)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(
+                    lambda g: self.optimizer.apply(g, variables), args=(grads,))
+                return tf.constant(0.0)
+
+            tf.cond(decided, apply_everywhere, skip)
+
+        replica.merge_call(cross_replica, args=(finite, grads))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         logits, _, _ = self._forward(x, training=False, detach_cut=False)
-        terms = self._task_terms(y, logits, sample_weight)
-        self._update_metrics(x, (*terms, logits), tf.constant(True))
-        return self._logs()
+        shares, clean, row_weights = self._task_terms(y, logits, sample_weight)
+        terms = (self._global_losses(shares), clean, row_weights, logits)
+        self._update_metrics(x, terms, tf.constant(True))
+        return _for_keras_reduction(self._logs())
 
     def _update_metrics(self, x, terms, finite):
         raw_losses, clean, row_weights, logits = terms
@@ -559,17 +669,18 @@ class MultiTaskModel(keras.Model):
                 )
             kwargs.pop(key, None)
         super().compile(optimizer=optimizer, **kwargs)
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # Refuse rather than train wrongly: this step does not scale the loss yet, so the
-            # loss-scale optimizer would divide unscaled gradients by its scale.
-            raise NotImplementedError(
-                "MultiTaskModel does not support loss scaling (the 'mixed_float16' policy) yet; "
-                "train in float32 (or 'mixed_bfloat16' with a losses-level balancer)."
-            )
         if balancer is not None:
             self.set_balancer(balancer)
         # Build optimizer state now so that skipping a step (tf.cond) never creates variables.
         self.optimizer.build(self.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer builds a model under a strategy from a first batch reduced across
+        # replicas, which fails for dict inputs under MultiWorkerMirroredStrategy. This model is
+        # built in __init__ and its optimizer in compile(): there is nothing left to build.
+        if self.built and getattr(self, "optimizer", None) is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
@@ -620,3 +731,46 @@ def _unflatten(vector, like) -> list:
     sizes = [tf.size(t) for t in like]
     return [tf.reshape(piece, tf.shape(t)) for piece, t in zip(tf.split(vector, sizes), like,
                                                                 strict=True)]
+
+
+def replica_context():
+    """`(replica context, number of replicas)` inside a step that runs on several replicas of a
+    `tf.distribute` strategy; `(None, 1)` otherwise (no strategy, one replica, cross-replica)."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None, 1
+    replica = tf.distribute.get_replica_context()
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return None, 1
+    return replica, replica.num_replicas_in_sync
+
+
+def _row_offset(replica, tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Where this replica's rows start in the replica-ordered global batch, and how many."""
+    rows = tf.shape(tensor)[0]
+    sizes = replica.all_gather(rows[None], axis=0)
+    replica_id = tf.cast(replica.replica_id_in_sync_group, tf.int32)
+    return tf.reduce_sum(sizes[:replica_id]), rows
+
+
+def _for_keras_reduction(logs: dict) -> dict:
+    """Under MultiWorkerMirroredStrategy Keras reduces each log over the replicas with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars (Keras 3.15): give it
+    one-element vectors there, which it reduces back to the same scalars."""
+    strategy = tf.distribute.get_strategy()
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode()):
+        return logs
+    return {key: tf.reshape(value, [1]) for key, value in logs.items()}
+
+
+def _unscaled(gradient, scale) -> tf.Tensor:
+    """A gradient as a balancer sees it: float32, loss scale divided out."""
+    gradient = tf.cast(gradient, tf.float32)
+    return gradient if scale is None else gradient / scale
+
+
+def _rescaled(gradient, scale, dtype) -> tf.Tensor:
+    """A balanced gradient on its way back into autodiff: loss scale restored, compute dtype."""
+    if scale is not None:
+        gradient = gradient * scale
+    return tf.cast(gradient, dtype)

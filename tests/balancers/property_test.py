@@ -44,6 +44,21 @@ def test_finite_output_of_the_right_shape(name, kind):
     assert np.all(np.isfinite(result.task_weights))
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_non_finite_gradient_does_not_raise(name):
+    # The model skips such a step; the balancer must only not stop training (TensorFlow's CPU
+    # eigen/solve kernels raise on NaN input where XLA's return garbage).
+    balancer = make(name)
+    if balancer.level == "losses":
+        balancer = make(name, level="parameters")
+    balancer.build(3, num_columns=7)
+    matrix = MATRICES["random"].copy()
+    matrix[1, 2] = np.inf
+    result = balancer.balance(tf.constant(matrix, tf.float32), tf.constant([0.5, 1, np.nan]),
+                              BalanceContext.default())
+    assert result.combined.shape == (7,)
+
+
 # Methods whose result depends on which task is which: per-task hyper-parameters or state that
 # the test's fresh balancer does not have, a per-task random order, or a target task (MetaBalance).
 ORDER_DEPENDENT = {"static", "metabalance", "pcgrad", "gradvac", "rlw"}

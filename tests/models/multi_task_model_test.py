@@ -353,19 +353,3 @@ def test_saved_models_load_in_keras_safe_mode(tmp_path):
     restored = keras.models.load_model(path, safe_mode=True)
     x, _ = small_batch(8)
     np.testing.assert_allclose(restored(x)["click"], model(x)["click"], atol=1e-6)
-
-
-def test_mixed_precision_trains_at_the_losses_level_and_refuses_what_it_cannot_do():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        model = xla_model()
-        with pytest.raises(NotImplementedError, match="mixed_float16"):
-            model.compile(optimizer="adam")
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        model = xla_model()
-        model.compile(optimizer="adam")  # no loss scaling: losses-level balancers train
-        assert np.isfinite(model.fit(*xla_data(64), batch_size=32, verbose=0).history["loss"][0])
-        with pytest.raises(NotImplementedError, match="'mgda'.*mixed_bfloat16"):
-            model.set_balancer("mgda")
-    finally:
-        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,407 @@
+"""Quality benchmark (`keras-mtl bench --quality`): which architecture and balancer to use.
+
+Three experiments, each a table of mean ± std over seeds on held-out data:
+
+1. **Census-Income** (income / never-married): single-task models, Shared-Bottom, MMoE, CGC and PLE
+   with equal weighting, then PLE with every balancer; test AUC per task, and each row's gain over
+   single-task training per task (PLE, Tang et al. 2020, eq. 11: a negative gain is negative
+   transfer).
+2. **Synthetic correlation sweep** (MMoE, Ma et al. 2018, §3.2): tasks whose weight vectors have
+   cosine p ∈ {0.5, 0.9, 1.0}; Shared-Bottom vs MMoE vs PLE, test MSE per task.
+3. **Funnel** (impression → click → purchase, purchases observed only after a click): PLE with the
+   purchase task on its sample space (clicked rows), balancers side by side, plus ESMM.
+
+Every row gets the same budget: a fixed number of epochs, and a learning rate picked from the same
+small grid by the mean validation metric of its first seed; the other seeds then train at that
+rate. Seeds vary the initial weights and the shuffling order; the data split is fixed (seed 0).
+
+One model is compiled per row and re-initialised for every seed and learning rate (weights,
+optimizer and balancer state copied from a freshly built model), so a row traces its training step
+once however many runs it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+
+# The published Census-Income figures (their own splits; see the note printed under the table).
+PUBLISHED_CENSUS = (
+    {"row": "MMoE (Ma et al., KDD 2018, Table 3)", "income_auc": 0.9359,
+     "never_married_auc": 0.9927},
+    {"row": "PLE (Tang et al., RecSys 2020, Table 4)", "income_auc": 0.9522,
+     "never_married_auc": 0.9945},
+)
+CENSUS_NOTE = (
+    "Published figures come from the papers' own splits: both train on UCI's 199,523-row "
+    "training file and evaluate on (half of) its test file; ours train on 80 % of the test file's "
+    "99,762 rows (the one file with a pinned checksum here) and evaluate on a disjoint 10 %, so "
+    "compare orderings and gaps, not the third decimal."
+)
+# Not measured on their own: `static` with equal weights is `ew`.
+SKIPPED_BALANCERS = ("ew", "static")
+# The funnel's side-by-side set: one or two per family (loss-level, magnitude, direction).
+FUNNEL_BALANCERS = ("ew", "uw", "dwa", "famo", "gradnorm", "multibalance", "gradcraft", "mgda",
+                    "pcgrad", "cagrad", "nash_mtl", "upgrad")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    epochs: int
+    batch_size: int
+    learning_rates: tuple[float, ...]
+    seeds: int
+    max_train_rows: int | None = None
+
+
+DEFAULT_BUDGETS = {
+    "census": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
+    "synthetic": Budget(epochs=10, batch_size=256, learning_rates=(1e-3,), seeds=5),
+    "funnel": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
+}
+QUICK_BUDGETS = {
+    "census": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
+                     max_train_rows=4000),
+    "synthetic": Budget(epochs=2, batch_size=256, learning_rates=(1e-3,), seeds=2,
+                        max_train_rows=2000),
+    "funnel": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
+                     max_train_rows=4000),
+}
+EXPERIMENTS = ("census", "synthetic", "funnel")
+
+
+# ---------------------------------------------------------------------------------- one row
+class _Row:
+    """One model configuration, compiled once and retrained from fresh states."""
+
+    def __init__(self, build: Callable[[], keras.Model], balancer: str, jit_compile: bool):
+        self._build = build
+        self._balancer = balancer
+        self._jit = jit_compile
+        self.model = self._fresh(1e-3)
+
+    def _fresh(self, learning_rate: float) -> keras.Model:
+        from keras_mtl import bench
+
+        model = self._build()
+        balancer = bench.make_balancer(self._balancer, len(model.tasks))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), balancer=balancer,
+                      jit_compile=self._jit)
+        return model
+
+    def train(self, data, tasks, seed: int, learning_rate: float, budget: Budget) -> keras.Model:
+        from keras_mtl.data import from_dataframe
+
+        # Keras draws initializer seeds from Python's `random`; `keras.utils.set_random_seed`
+        # would also reset TensorFlow's graph seed, which retraces the compiled step.
+        random.seed(seed)
+        np.random.seed(seed)
+        fresh = self._fresh(learning_rate)
+        # Same constructor, same variable order: copying values re-initialises weights, balancer
+        # state and the optimizer's moments, step and learning rate without a new trace.
+        self.model.set_weights(fresh.get_weights())
+        for target, source in zip(self.model.optimizer.variables, fresh.optimizer.variables,
+                                  strict=True):
+            target.assign(source)
+        del fresh
+        train = from_dataframe(data.train, data.features, tasks, batch_size=budget.batch_size,
+                               shuffle=True, seed=seed)
+        self.model.fit(train, epochs=budget.epochs, verbose=0)
+        return self.model
+
+    def evaluate(self, frame, data, tasks) -> dict[str, float]:
+        from keras_mtl.data import from_dataframe
+
+        logs = self.model.evaluate(from_dataframe(frame, data.features, tasks, batch_size=8192),
+                                   return_dict=True, verbose=0)
+        return {k: float(v) for k, v in logs.items()}
+
+
+def _run_row(make_row: Callable[[], _Row], data, tasks, budget: Budget, metric: str,
+             higher_is_better: bool) -> dict:
+    """Learning-rate pick on the first seed's validation metric, then every seed at that rate.
+    Returns per-metric lists over seeds of test results, the picked rate and wall seconds."""
+    start = time.perf_counter()
+    row = make_row()
+    names = [t.name for t in tasks]
+
+    def score(logs):
+        return statistics.fmean(logs[f"{n}_{metric}"] for n in names)
+
+    by_rate = {}
+    for rate in budget.learning_rates:
+        row.train(data, tasks, seed=0, learning_rate=rate, budget=budget)
+        by_rate[rate] = (score(row.evaluate(data.validation, data, tasks)),
+                         row.evaluate(data.test, data, tasks))
+    pick = (max if higher_is_better else min)(by_rate, key=lambda r: by_rate[r][0])
+    tests = [by_rate[pick][1]]
+    for seed in range(1, budget.seeds):
+        row.train(data, tasks, seed=seed, learning_rate=pick, budget=budget)
+        tests.append(row.evaluate(data.test, data, tasks))
+    values = {f"{n}_{metric}": [t[f"{n}_{metric}"] for t in tests] for n in names}
+    return {"values": values, "learning_rate": pick, "seconds": time.perf_counter() - start}
+
+
+def _summary(values: Sequence[float]) -> dict:
+    values = [float(v) for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "runs": values}
+
+
+# ---------------------------------------------------------------------------------- experiments
+def _backbone(name: str, num_experts: int, units: Sequence[int]):
+    from keras_mtl.cli import make_backbone
+
+    return make_backbone(name, list(units), num_experts)
+
+
+def _model_builder(data, tasks, architecture, num_experts=4, units=(64,), tower_units=(32,)):
+    import keras_mtl as km
+
+    def build():
+        return km.MultiTaskModel(features=data.features, tasks=tasks,
+                                 backbone=_backbone(architecture, num_experts, units),
+                                 tower_units=tower_units)
+    return build
+
+
+def _auc_rows(data, rows: Sequence[tuple[str, str, str]], budget: Budget, single_task: bool,
+              log: Callable[[str], None]) -> list[dict]:
+    """`rows`: (label, architecture, balancer). Adds a single-task row (one model per task) first
+    when asked, and every row's per-task gain over it."""
+    results = []
+    names = [t.name for t in data.tasks]
+    if single_task:
+        values, seconds, rates = {}, 0.0, []
+        for task in data.tasks:
+            # Alone, a task's sample space is its own missing labels (purchases are NaN off clicks).
+            task = dataclasses.replace(task, sample_space=None)
+            out = _run_row(lambda task=task: _Row(
+                _model_builder(data, [task], "shared-bottom"), "ew", jit_compile=False),
+                data, [task], budget, "auc", higher_is_better=True)
+            values.update(out["values"])
+            seconds += out["seconds"]
+            rates.append(out["learning_rate"])
+        results.append({"row": "Single-task (one Shared-Bottom model per task)",
+                        "architecture": "single-task", "balancer": "-", "learning_rate": rates,
+                        "seconds": seconds,
+                        **{k: _summary(v) for k, v in values.items()}})
+        log(_progress(results[-1], names))
+    for label, architecture, balancer in rows:
+        out = _run_row(lambda a=architecture, b=balancer: _Row(
+            _model_builder(data, data.tasks, a), b, jit_compile=False),
+            data, data.tasks, budget, "auc", higher_is_better=True)
+        results.append({"row": label, "architecture": architecture, "balancer": balancer,
+                        "learning_rate": out["learning_rate"], "seconds": out["seconds"],
+                        **{k: _summary(v) for k, v in out["values"].items()}})
+        log(_progress(results[-1], names))
+    if single_task:
+        base = results[0]
+        for result in results:
+            for name in names:
+                key = f"{name}_auc"
+                result[f"{name}_gain"] = result[key]["mean"] - base[key]["mean"]
+    return results
+
+
+def _progress(result: dict, names) -> str:
+    cells = ", ".join(f"{n} {result[f'{n}_auc']['mean']:.4f}" for n in names
+                      if f"{n}_auc" in result)
+    return f"  {result['row']}: {cells} ({result['seconds']:.0f} s)"
+
+
+def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,
+           architectures: Sequence[str] = ("shared-bottom", "mmoe", "cgc", "ple"),
+           log: Callable[[str], None] = print) -> dict:
+    from keras_mtl import balancers as balancers_lib
+    from keras_mtl import datasets
+
+    data = datasets.load_census_income(path=path, seed=0)
+    if budget.max_train_rows:
+        data = data.head(budget.max_train_rows)
+    if balancers is None:
+        balancers = [n for n in balancers_lib.available()
+                     if not n.startswith("_") and n not in SKIPPED_BALANCERS]
+    titles = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
+    rows = [(f"{titles[a]} + ew", a, "ew") for a in architectures]
+    rows += [(f"PLE + {b}", "ple", b) for b in balancers if b != "ew"]
+    log(f"Census-Income: {data.description}; {len(rows) + 1} rows × {budget.seeds} seeds")
+    return {"data": data.description, "train_rows": len(data.train), "test_rows": len(data.test),
+            "tasks": [t.name for t in data.tasks], "budget": dataclasses.asdict(budget),
+            "rows": _auc_rows(data, rows, budget, single_task=True, log=log),
+            "published": list(PUBLISHED_CENSUS), "note": CENSUS_NOTE}
+
+
+def synthetic(budget: Budget, correlations=(0.5, 0.9, 1.0),
+              architectures=("shared-bottom", "mmoe", "ple"), jit_compile: bool = True,
+              log: Callable[[str], None] = print) -> dict:
+    from keras_mtl import datasets
+
+    results = []
+    for p in correlations:
+        # One data set per correlation (seed 0); its tasks share the sine terms (the paper's setup).
+        data = datasets.make_synthetic(num_examples=20000, correlation=p, seed=0)
+        if budget.max_train_rows:
+            data = data.head(budget.max_train_rows)
+        names = [t.name for t in data.tasks]
+        for architecture in architectures:
+            # The MMoE paper's comparison: similar parameter counts (8 experts × 16 vs one wide
+            # bottom of 113 units), towers of 8.
+            units = (113,) if architecture == "shared-bottom" else (16,)
+            out = _run_row(lambda a=architecture, u=units, d=data: _Row(
+                _model_builder(d, d.tasks, a, num_experts=8, units=u, tower_units=(8,)), "ew",
+                jit_compile=jit_compile), data, data.tasks, budget, "loss",
+                higher_is_better=False)
+            mse = [statistics.fmean(v) for v in zip(*out["values"].values(), strict=True)]
+            results.append({"correlation": p, "architecture": architecture,
+                            "learning_rate": out["learning_rate"], "seconds": out["seconds"],
+                            "mean_mse": _summary(mse),
+                            **{f"{n}_mse": _summary(out["values"][f"{n}_loss"])
+                               for n in names}})
+            log(f"  p={p} {architecture}: test MSE {results[-1]['mean_mse']['mean']:.4f} "
+                f"({out['seconds']:.0f} s)")
+    return {"budget": dataclasses.asdict(budget), "rows": results}
+
+
+def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
+           log: Callable[[str], None] = print) -> dict:
+    from keras_mtl import datasets
+
+    plain = datasets.make_funnel(seed=0)
+    esmm = datasets.make_funnel(seed=0, esmm=True)
+    if budget.max_train_rows:
+        plain, esmm = plain.head(budget.max_train_rows), esmm.head(budget.max_train_rows)
+    rows = [(f"PLE + {b} (sample space)", "ple", b) for b in balancers]
+    results = _auc_rows(plain, rows, budget, single_task=True, log=log)
+    results += _auc_rows(esmm, [("PLE + ew (ESMM)", "ple", "ew")], budget, single_task=False,
+                         log=log)
+    base = results[0]
+    for name in ("click", "purchase"):  # the ESMM row's gain over the same single-task models
+        results[-1][f"{name}_gain"] = results[-1][f"{name}_auc"]["mean"] - base[
+            f"{name}_auc"]["mean"]
+    return {"data": plain.description, "budget": dataclasses.asdict(budget), "rows": results,
+            "note": "purchase AUC is measured on clicked test rows (where a purchase can be "
+                    "observed) for every row, ESMM's included."}
+
+
+def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: int | None = None,
+        census_path: str | None = None, balancers: Sequence[str] | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    unknown = sorted(set(experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise ValueError(f"Unknown quality experiment(s) {unknown}; expected some of "
+                         f"{EXPERIMENTS}.")
+    budgets = dict(QUICK_BUDGETS if quick else DEFAULT_BUDGETS)
+    # Quick mode checks every code path on tiny budgets, not every row: one balancer beside ew.
+    quick_balancers = ("mgda",)
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {seeds}.")
+        budgets = {k: dataclasses.replace(b, seeds=seeds) for k, b in budgets.items()}
+    start = time.perf_counter()
+    result = {"quick": quick, "machine": _machine()}
+    if "census" in experiments:
+        result["census"] = census(
+            census_path, budgets["census"], balancers or (quick_balancers if quick else None),
+            architectures=("ple",) if quick else ("shared-bottom", "mmoe", "cgc", "ple"), log=log)
+    if "synthetic" in experiments:
+        result["synthetic"] = synthetic(
+            budgets["synthetic"], correlations=(0.5,) if quick else (0.5, 0.9, 1.0),
+            architectures=("shared-bottom", "mmoe") if quick else ("shared-bottom", "mmoe", "ple"),
+            jit_compile=not quick, log=log)  # XLA compiles longer than a quick run trains
+    if "funnel" in experiments:
+        funnel_balancers = FUNNEL_BALANCERS if balancers is None and not quick else ("ew", *[
+            b for b in (balancers or quick_balancers) if b != "ew"])
+        result["funnel"] = funnel(budgets["funnel"], funnel_balancers, log=log)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _machine() -> dict:
+    import tensorflow as tf
+
+    from keras_mtl.bench import cpu_count
+
+    return {"platform": platform.platform(), "cpu_count": cpu_count(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
+# ---------------------------------------------------------------------------------- output
+def _cell(summary: dict) -> str:
+    return f"{summary['mean']:.4f} ± {summary['std']:.4f}"
+
+
+def _gain(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:+.4f}"
+
+
+def _rate(value) -> str:
+    values = value if isinstance(value, list) else [value]
+    return "/".join(f"{v:g}" for v in values)
+
+
+def format_markdown(result: dict) -> str:
+    out = [f"Machine: {result['machine']['cpu_count']} CPU cores, TensorFlow "
+           f"{result['machine']['tensorflow']}; total {result['seconds'] / 60:.0f} min"
+           f"{' (quick mode: tiny budgets, not results)' if result['quick'] else ''}.", ""]
+    if "census" in result:
+        c = result["census"]
+        b = c["budget"]
+        out += [f"### Census-Income: test AUC, mean ± std over {b['seeds']} seeds", "",
+                f"{c['data']}; {c['train_rows']:,} train / {c['test_rows']:,} test rows. "
+                f"{b['epochs']} epochs, batch {b['batch_size']}, Adam, learning rate picked from "
+                f"{_rate(list(b['learning_rates']))} per row on validation AUC. Gain: mean AUC "
+                "minus the single-task model's (PLE eq. 11; negative = negative transfer).", "",
+                "| model | income AUC | never-married AUC | income gain | never-married gain "
+                "| lr |", "|---|---|---|---|---|---|"]
+        for r in c["rows"]:
+            out.append(f"| {r['row']} | {_cell(r['income_auc'])} | "
+                       f"{_cell(r['never_married_auc'])} | {_gain(r.get('income_gain'))} | "
+                       f"{_gain(r.get('never_married_gain'))} | {_rate(r['learning_rate'])} |")
+        for p in c["published"]:
+            out.append(f"| *{p['row']}* | {p['income_auc']:.4f} | {p['never_married_auc']:.4f} "
+                       "| | | |")
+        out += ["", c["note"], ""]
+    if "synthetic" in result:
+        s = result["synthetic"]
+        b = s["budget"]
+        out += [f"### Synthetic correlation sweep (MMoE §3.2): test MSE, mean ± std over "
+                f"{b['seeds']} seeds", "",
+                f"20,000 rows per correlation, {b['epochs']} epochs, batch {b['batch_size']}, "
+                f"Adam {_rate(list(b['learning_rates']))}; Shared-Bottom 113 units, MMoE 8 "
+                "experts × 16, PLE 2 levels of 4 shared + 1 per task × 16; towers of 8.", "",
+                "| p | Shared-Bottom | MMoE | PLE |", "|---|---|---|---|"]
+        for p in sorted({r["correlation"] for r in s["rows"]}):
+            cells = {r["architecture"]: _cell(r["mean_mse"]) for r in s["rows"]
+                     if r["correlation"] == p}
+            out.append(f"| {p} | {cells.get('shared-bottom', '')} | {cells.get('mmoe', '')} | "
+                       f"{cells.get('ple', '')} |")
+        out.append("")
+    if "funnel" in result:
+        f = result["funnel"]
+        b = f["budget"]
+        out += [f"### Funnel (click → purchase): test AUC, mean ± std over {b['seeds']} seeds", "",
+                f"{f['data']}. {b['epochs']} epochs, batch {b['batch_size']}, learning rate "
+                f"picked from {_rate(list(b['learning_rates']))} per row; {f['note']}", "",
+                "| model | click AUC | purchase AUC | click gain | purchase gain | lr |",
+                "|---|---|---|---|---|---|"]
+        for r in f["rows"]:
+            out.append(f"| {r['row']} | {_cell(r['click_auc'])} | {_cell(r['purchase_auc'])} | "
+                       f"{_gain(r.get('click_gain'))} | {_gain(r.get('purchase_gain'))} | "
+                       f"{_rate(r['learning_rate'])} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def save_json(result: dict, path: str) -> None:
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2, default=lambda o: float(np.asarray(o)))

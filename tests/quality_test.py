@@ -1,0 +1,46 @@
+"""`keras-mtl bench --quality --quick`: every experiment's code path on tiny budgets."""
+
+import json
+import os
+
+import pytest
+
+from keras_mtl import quality
+from keras_mtl.cli import main
+from tests.helpers import CENSUS_FILE, SHARED_DATA
+
+
+@pytest.mark.skipif(not os.path.exists(CENSUS_FILE), reason="shared census data not present")
+def test_quality_quick_writes_tables_and_json(tmp_path, capsys):
+    json_path, markdown_path = tmp_path / "quality.json", tmp_path / "quality.md"
+    assert main(["bench", "--quality", "--quick", "--data-path", SHARED_DATA,
+                 "--json", str(json_path), "--markdown", str(markdown_path)]) == 0
+    result = json.loads(json_path.read_text())
+    census = result["census"]
+    rows = {r["row"]: r for r in census["rows"]}
+    single = rows["Single-task (one Shared-Bottom model per task)"]
+    assert {"PLE + ew", "PLE + mgda"} <= set(rows)
+    for row in census["rows"]:
+        for task in ("income", "never_married"):
+            runs = row[f"{task}_auc"]["runs"]
+            assert len(runs) == quality.QUICK_BUDGETS["census"].seeds
+            assert all(0.0 <= r <= 1.0 for r in runs)
+            # Gain over single-task training (PLE eq. 11) is the difference of the means.
+            assert row[f"{task}_gain"] == pytest.approx(
+                row[f"{task}_auc"]["mean"] - single[f"{task}_auc"]["mean"])
+        assert row["learning_rate"]
+    synthetic = result["synthetic"]["rows"]
+    assert {(r["correlation"], r["architecture"]) for r in synthetic} == {
+        (0.5, "shared-bottom"), (0.5, "mmoe")}
+    assert all(r["mean_mse"]["mean"] > 0 for r in synthetic)
+    funnel = {r["row"] for r in result["funnel"]["rows"]}
+    assert {"PLE + ew (sample space)", "PLE + mgda (sample space)", "PLE + ew (ESMM)"} <= funnel
+    table = markdown_path.read_text()
+    assert "### Census-Income" in table and "| PLE + mgda |" in table
+    assert "0.9522" in table  # the PLE paper's figure, beside ours
+    assert "quick mode" in capsys.readouterr().out
+
+
+def test_unknown_experiment_is_named():
+    with pytest.raises(ValueError, match=r"Unknown quality experiment\(s\) \['censsus'\]"):
+        quality.run(["censsus"])
