@@ -312,15 +312,18 @@ def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: in
     if "census" in experiments:
         result["census"] = census(
             census_path, budgets["census"], balancers or (quick_balancers if quick else None),
-            architectures=("ple",) if quick else ("shared-bottom", "mmoe", "cgc", "ple"), log=log)
+            architectures=() if quick else ("shared-bottom", "mmoe", "cgc", "ple"), log=log)
     if "synthetic" in experiments:
         result["synthetic"] = synthetic(
             budgets["synthetic"], correlations=(0.5,) if quick else (0.5, 0.9, 1.0),
             architectures=("shared-bottom", "mmoe") if quick else ("shared-bottom", "mmoe", "ple"),
             jit_compile=not quick, log=log)  # XLA compiles longer than a quick run trains
     if "funnel" in experiments:
-        funnel_balancers = FUNNEL_BALANCERS if balancers is None and not quick else ("ew", *[
-            b for b in (balancers or quick_balancers) if b != "ew"])
+        if quick:
+            funnel_balancers = tuple(balancers or quick_balancers)
+        else:
+            funnel_balancers = FUNNEL_BALANCERS if balancers is None else ("ew", *[
+                b for b in balancers if b != "ew"])
         result["funnel"] = funnel(budgets["funnel"], funnel_balancers, log=log)
     result["seconds"] = time.perf_counter() - start
     return result

@@ -19,7 +19,7 @@ def test_quality_quick_writes_tables_and_json(tmp_path, capsys):
     census = result["census"]
     rows = {r["row"]: r for r in census["rows"]}
     single = rows["Single-task (one Shared-Bottom model per task)"]
-    assert {"PLE + ew", "PLE + mgda"} <= set(rows)
+    assert set(rows) == {single["row"], "PLE + mgda"}  # quick: one balancer row
     for row in census["rows"]:
         for task in ("income", "never_married"):
             runs = row[f"{task}_auc"]["runs"]
@@ -34,7 +34,7 @@ def test_quality_quick_writes_tables_and_json(tmp_path, capsys):
         (0.5, "shared-bottom"), (0.5, "mmoe")}
     assert all(r["mean_mse"]["mean"] > 0 for r in synthetic)
     funnel = {r["row"] for r in result["funnel"]["rows"]}
-    assert {"PLE + ew (sample space)", "PLE + mgda (sample space)", "PLE + ew (ESMM)"} <= funnel
+    assert {"PLE + mgda (sample space)", "PLE + ew (ESMM)"} <= funnel
     table = markdown_path.read_text()
     assert "### Census-Income" in table and "| PLE + mgda |" in table
     assert "0.9522" in table  # the PLE paper's figure, beside ours
