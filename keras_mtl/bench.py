@@ -1,7 +1,24 @@
-"""Training throughput of balancers, as ratios to equal weighting measured in the same run."""
+"""Training throughput and peak memory of balancers, as ratios to equal weighting measured in the
+same run on the same model and data.
+
+Besides one row per balancer, every configuration measures the *floor* of parameter-level
+balancing: one forward pass, K backward passes through the shared trunk (one per task, from the
+cut) and one optimizer update, with no flattening, no solver and no bookkeeping. It is timed as a
+bare `tf.function` beside a bare plain step (forward, one backward, update), so Keras' per-step
+work (metrics, logs) cancels out: the floor's ratio is bare plain / bare floor, and a
+parameter-level row's `× floor` is its `× ew` over the floor's ratio — 1.0 means the method costs
+nothing beyond the gradients it cannot avoid.
+
+Peak memory comes from TensorFlow's allocator statistics, which exist on CPU only with its BFC
+allocator (`TF_CPU_ALLOCATOR_USE_BFC=true`; `keras-mtl bench` sets it before TensorFlow allocates
+anything); without them the memory columns are empty. A row's figure is the peak allocated during
+its build, compile and timed steps minus what was allocated before it started.
+"""
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import platform
 import statistics
@@ -26,6 +43,16 @@ def default_balancers() -> tuple[str, ...]:
     return ("ew", *EXTRA_SPECS[:2], *sorted(names + list(EXTRA_SPECS[2:])))
 
 
+# The large-embedding configuration: methods that run at the representation level (where an
+# embedding table's gradient is never formed per task) plus one parameter-level method (tables are
+# left out of its per-task matrix unless `dense_embedding_gradients=True`). It trains with SGD:
+# Keras 3's optimizers update a table densely whatever its gradient (measured here for a
+# 10M × 16 table and 2,048 looked-up rows: SGD 0.53 s, Adagrad 1.5 s, Adam 3.7 s a step), which
+# would bury every other cost; SGD buries the least.
+EMBEDDING_SPECS = ("ew@representation", "multibalance", "gradnorm", "mgda@representation",
+                   "gradcraft@representation", "uw", "famo", "mgda")
+
+
 @dataclass
 class BenchRow:
     balancer: str
@@ -34,6 +61,10 @@ class BenchRow:
     ratio_to_ew: float
     step_ms: float
     compile_seconds: float
+    peak_memory_mb: float | None = None
+    memory_ratio_to_ew: float | None = None
+    # Parameter level only: this row's `ratio_to_ew` over the floor's (see the module docstring).
+    ratio_to_floor: float | None = None
 
 
 def parse_balancer(spec: str):
@@ -56,7 +87,7 @@ def make_balancer(spec: str, num_tasks: int):
     return balancers.get(name, **kwargs)
 
 
-def _model(architecture: str, data, experts: int, units: int):
+def _model(architecture: str, features, tasks, experts: int, units: int):
     import keras_mtl as km
 
     backbone = {
@@ -67,25 +98,118 @@ def _model(architecture: str, data, experts: int, units: int):
                                      expert_units=[units]),
         "shared-bottom": lambda: km.layers.SharedBottom(units=[units]),
     }[architecture]()
-    return km.MultiTaskModel(features=data.features, tasks=data.tasks, backbone=backbone,
-                             tower_units=[32])
+    return km.MultiTaskModel(features=features, tasks=tasks, backbone=backbone, tower_units=[32])
 
 
-def measure(model, x, y, steps: int, windows: int, warmup: int) -> tuple[float, float]:
-    """Returns (median seconds per step over `windows` windows of `steps`, compile seconds)."""
+# ---------------------------------------------------------------------------------- memory
+def _allocator_bytes() -> tuple[int, int] | None:
+    """(current, peak) bytes of the CPU allocator, or None without allocator statistics."""
+    try:
+        info = tf.config.experimental.get_memory_info("CPU:0")
+    except ValueError:  # "Allocator stats not available": the default CPU allocator
+        return None
+    return info["current"], info["peak"]
+
+
+def _reset_peak() -> None:
+    if _allocator_bytes() is not None:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+
+
+def _peak_since(start: tuple[int, int] | None) -> float | None:
+    now = _allocator_bytes()
+    if start is None or now is None:
+        return None
+    return (now[1] - start[0]) / 2**20
+
+
+def measure(step, steps: int, windows: int, warmup: int) -> tuple[float, float]:
+    """`step()` runs one training step and returns a tensor. Returns (median seconds per step over
+    `windows` windows of `steps`, seconds of the first call: tracing and compilation)."""
     start = time.perf_counter()
-    model.train_on_batch(x, y)  # traces and compiles
+    float(np.asarray(step()))  # traces and compiles
     compile_seconds = time.perf_counter() - start
     for _ in range(warmup):
-        model.train_on_batch(x, y)
+        step()
     per_step = []
     for _ in range(windows):
         start = time.perf_counter()
         for _ in range(steps):
-            logs = model.train_on_batch(x, y, return_dict=True)
-        float(logs["loss"])  # wait for the last step
+            result = step()
+        float(np.asarray(result))  # wait for the last step
         per_step.append((time.perf_counter() - start) / steps)
     return statistics.median(per_step), compile_seconds
+
+
+def floor_step(model, jit_compile: bool, per_task: bool = True):
+    """A bare training step `(x, y) -> loss`, using only the model's own forward and loss code
+    (`_forward`, `_task_terms`), so it computes what `train_step` does up to the balancing.
+
+    `per_task=True`, the floor of parameter-level balancing: one forward pass, one backward pass
+    per task from the cut through the shared trunk, and one optimizer update of their sum (heads
+    and embedding tables get one pass of the summed loss). `per_task=False`: plain training, one
+    backward pass of the summed loss. Neither flattens, solves or updates metrics."""
+    trunk = model._balanced_variables()
+    tables = [v for v in model._sparse_shared_variables if all(v is not t for t in trunk)]
+    heads = model.head_variables
+    model.optimizer.build(model.trainable_variables)
+
+    def dense(grads, variables):
+        # Not `unconnected_gradients=ZERO`: its zeros_like fails on Keras variables (str dtype).
+        return [tf.zeros(v.shape, v.dtype) if g is None else g
+                for v, g in zip(variables, grads, strict=True)]
+
+    @tf.function(jit_compile=jit_compile)
+    def plain(x, y):
+        with tf.GradientTape() as tape:
+            logits, _, _ = model._forward(x, training=True, detach_cut=False)
+            shares, _, _ = model._task_terms(y, logits, None)
+            total = tf.reduce_sum(model._weighted_losses(shares))
+        variables = model.trainable_variables
+        model.optimizer.apply(dense(tape.gradient(total, variables), variables), variables)
+        return total
+
+    @tf.function(jit_compile=jit_compile)
+    def floor(x, y):
+        with tf.GradientTape(persistent=True) as tape:
+            logits, cut, leaves = model._forward(x, training=True, detach_cut=True)
+            tape.watch(leaves)
+            shares, _, _ = model._task_terms(y, logits, None)
+            losses = tf.unstack(model._weighted_losses(shares))
+            total = tf.add_n(losses)
+        summed_cut, summed_trunk = None, None
+        for loss in losses:
+            cut_grads = dense(tape.gradient(loss, leaves), leaves)
+            grads = dense(tape.gradient(cut, trunk, output_gradients=cut_grads), trunk)
+            summed_trunk = grads if summed_trunk is None else [
+                a + b for a, b in zip(summed_trunk, grads, strict=True)]
+            summed_cut = cut_grads if summed_cut is None else [
+                a + b for a, b in zip(summed_cut, cut_grads, strict=True)]
+        head_grads = dense(tape.gradient(total, heads), heads)
+        table_grads = tape.gradient(cut, tables, output_gradients=summed_cut) if tables else []
+        model.optimizer.apply(summed_trunk + table_grads + head_grads, trunk + tables + heads)
+        return total
+
+    return floor if per_task else plain
+
+
+def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int = 0):
+    """One batch of the MMoE synthetic data (K tasks) as `(features, tasks, x, y)`; with
+    `embedding_rows`, an `item_id` feature embedded in a table of that many rows (16 wide) whose
+    ids are drawn uniformly, so a batch touches about `batch_size` distinct rows."""
+    from keras_mtl import datasets
+    from keras_mtl.features import FeatureSpec, IntegerId
+
+    data = datasets.make_synthetic(num_examples=batch_size, num_tasks=num_tasks, correlation=0.5,
+                                   seed=seed, fractions=(1.0, 0.0, 0.0))
+    (x, y), = data.as_tf_dataset("train", batch_size=batch_size, shuffle=False).take(1)
+    features = data.features
+    if embedding_rows:
+        features = FeatureSpec([*features, IntegerId("item_id", num_ids=embedding_rows,
+                                                     embedding_dim=16)])
+        rng = np.random.default_rng(seed)
+        x = dict(x, item_id=tf.constant(rng.integers(0, embedding_rows, batch_size), tf.int64))
+    return features, data.tasks, x, y
 
 
 def run(
@@ -100,42 +224,105 @@ def run(
     warmup: int = 3,
     jit_compile: bool = True,
     seed: int = 0,
+    embedding_rows: int = 0,
+    floor: bool = True,
+    optimizer: str = "adam",
 ) -> dict:
-    """Throughput of every balancer on one architecture and data set; `ew` first as the baseline."""
-    from keras_mtl import datasets
-
+    """Throughput and peak memory of every balancer on one architecture and data set, `ew` first
+    as the baseline, plus the parameter-level floor (see the module docstring)."""
     specs = list(balancers or default_balancers())
     if "ew" in specs:
         specs.remove("ew")
     specs.insert(0, "ew")
-    data = datasets.make_synthetic(num_examples=batch_size, num_tasks=num_tasks, correlation=0.5,
-                                   seed=seed, fractions=(1.0, 0.0, 0.0))
-    (x, y), = data.as_tf_dataset("train", batch_size=batch_size, shuffle=False).take(1)
-    rows, baseline = [], None
-    for spec in specs:
+    features, tasks, x, y = bench_data(num_tasks, batch_size, seed, embedding_rows)
+
+    def build(spec):
         keras.utils.set_random_seed(seed)
-        model = _model(architecture, data, experts, units)
+        model = _model(architecture, features, tasks, experts, units)
         balancer = make_balancer(spec, num_tasks)
-        model.compile(optimizer="adam", balancer=balancer, jit_compile=jit_compile)
-        seconds, compile_seconds = measure(model, x, y, steps, windows, warmup)
+        model.compile(optimizer=optimizer, balancer=balancer, jit_compile=jit_compile)
+        return model, balancer
+
+    # A first, unrecorded model absorbs one-time costs (allocator pools, tracing caches) that
+    # would otherwise land on ew's row, the baseline of every ratio.
+    model, _ = build("ew")
+    model.train_on_batch(x, y)
+    del model
+    gc.collect()
+    rows, baseline, baseline_memory = [], None, None
+    for spec in specs:
+        start = _allocator_bytes()
+        _reset_peak()
+        model, balancer = build(spec)
+        seconds, compile_seconds = measure(
+            lambda model=model: model.train_on_batch(x, y, return_dict=True)["loss"],
+            steps, windows, warmup)
+        memory = _peak_since(start)
         baseline = baseline or seconds
+        baseline_memory = baseline_memory or memory
         rows.append(BenchRow(
             balancer=_label(spec), level=balancer.level,
             examples_per_second=batch_size / seconds, ratio_to_ew=baseline / seconds,
-            step_ms=1000 * seconds, compile_seconds=compile_seconds,
+            step_ms=1000 * seconds, compile_seconds=compile_seconds, peak_memory_mb=memory,
+            memory_ratio_to_ew=memory / baseline_memory if memory and baseline_memory else None,
         ))
         del model
+        gc.collect()  # free the model's memory now: the next row's baseline reads it
+    floor_ms = plain_ms = floor_ratio = None
+    if floor:
+        timings = {}
+        for per_task in (False, True):
+            model, _ = build("ew")
+            step = floor_step(model, jit_compile, per_task=per_task)
+            timings[per_task], _ = measure(lambda step=step: step(x, y), steps, windows, warmup)
+            del model, step
+            gc.collect()
+        plain_ms, floor_ms = 1000 * timings[False], 1000 * timings[True]
+        floor_ratio = plain_ms / floor_ms
+        for row in rows:
+            if row.level == "parameters":
+                row.ratio_to_floor = row.ratio_to_ew / floor_ratio
     return {
         "config": {
             "architecture": architecture, "num_tasks": num_tasks, "batch_size": batch_size,
             "experts": experts, "expert_units": units, "jit_compile": jit_compile,
-            "steps_per_window": steps, "windows": windows, "warmup_steps": warmup,
+            "embedding_rows": embedding_rows, "optimizer": optimizer,
+            "steps_per_window": steps, "windows": windows,
+            "warmup_steps": warmup,
         },
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": cpu_count(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__},
+        "machine": _machine(),
+        "floor_ms": floor_ms,
+        "bare_plain_ms": plain_ms,
+        "floor_ratio_to_ew": floor_ratio,
         "rows": [asdict(r) for r in rows],
     }
+
+
+def run_grid(balancers=None, architectures=("mmoe",), task_counts=(4,),
+             jit_modes=(True,), embedding_rows: int = 0, embedding_balancers=EMBEDDING_SPECS,
+             log=print, **kwargs) -> dict:
+    """`run` for every (architecture, K, XLA) combination, then, with `embedding_rows`, the
+    large-embedding configuration (first architecture, K and XLA mode) on
+    `embedding_balancers`."""
+    runs = []
+    for architecture, num_tasks, jit_compile in itertools.product(architectures, task_counts,
+                                                                  jit_modes):
+        runs.append(run(balancers, architecture=architecture, num_tasks=num_tasks,
+                        jit_compile=jit_compile, **kwargs))
+        log(_title(runs[-1]) + f": done ({len(runs[-1]['rows'])} rows)")
+    if embedding_rows:
+        runs.append(run(embedding_balancers, architecture=architectures[0],
+                        num_tasks=task_counts[0], jit_compile=jit_modes[0],
+                        embedding_rows=embedding_rows,
+                        **{**kwargs, "floor": False, "optimizer": "sgd"}))
+        log(_title(runs[-1]) + ": done")
+    return {"machine": _machine(), "runs": runs}
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "memory_statistics": _allocator_bytes() is not None}
 
 
 def _label(spec: str) -> str:
@@ -149,20 +336,95 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def format_markdown(result: dict) -> str:
+def _title(result: dict) -> str:
     c = result["config"]
-    lines = [
-        f"{c['architecture']} ({c['experts']} experts × {c['expert_units']}), K = {c['num_tasks']}, "
-        f"batch {c['batch_size']}, XLA {'on' if c['jit_compile'] else 'off'}, "
-        f"{result['machine']['cpu_count']} CPU cores; median of {c['windows']} windows of "
-        f"{c['steps_per_window']} steps",
-        "",
-        "| balancer | level | examples/s | × ew | ms/step |",
-        "|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        lines.append(f"| {r['balancer']} | {r['level']} | {r['examples_per_second']:,.0f} | "
-                     f"{r['ratio_to_ew']:.2f} | {r['step_ms']:.1f} |")
+    title = (f"{c['architecture']} ({c['experts']} experts × {c['expert_units']}), "
+             f"K = {c['num_tasks']}, batch {c['batch_size']}, XLA {'on' if c['jit_compile'] else 'off'}")
+    if c.get("embedding_rows"):
+        title += f", {c['embedding_rows']:,}-row embedding table"
+    return title
+
+
+def _number(value, pattern: str) -> str:
+    return "" if value is None else format(value, pattern)
+
+
+def _span(values) -> str:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return ""
+    return f"{values[0]:.2f}" if len(values) == 1 else f"{values[0]:.2f}–{values[-1]:.2f}"
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """Per configuration: ew's throughput and the spans of `× ew` by level (every-k rows apart)."""
+    out = []
+    for run_ in result["runs"]:
+        rows = run_["rows"]
+
+        def ratios(level, every=False, rows=rows):
+            return [r["ratio_to_ew"] for r in rows if r["level"] == level
+                    and r["balancer"] != "ew" and ("(every" in r["balancer"]) == every]
+
+        ew = {r["level"]: r for r in rows if r["balancer"] == "ew"}
+        out.append({
+            "config": _title(run_),
+            "ew_examples_per_second": rows[0]["examples_per_second"],
+            "ew_representation": ew.get("representation", {}).get("ratio_to_ew"),
+            "ew_parameters": ew.get("parameters", {}).get("ratio_to_ew"),
+            "floor": run_.get("floor_ratio_to_ew"),
+            "losses": _span(ratios("losses")),
+            "representation": _span(ratios("representation")),
+            "parameters": _span(ratios("parameters")),
+            "every_k": _span(ratios("parameters", every=True)),
+            "parameters_to_floor": _span(r["ratio_to_floor"] for r in rows
+                                         if r["ratio_to_floor"] is not None
+                                         and "(every" not in r["balancer"]),
+            "memory": _span(r["memory_ratio_to_ew"] for r in rows),
+        })
+    return out
+
+
+def format_markdown(result: dict) -> str:
+    """One table per configuration; for several, a summary table first."""
+    runs = result["runs"] if "runs" in result else [result]
+    machine = result["machine"]
+    lines = [f"{machine['cpu_count']} CPU cores, TensorFlow {machine['tensorflow']}, Keras "
+             f"{machine['keras']}; median of timed windows after warm-up. × ew: throughput over "
+             "ew's in the same configuration; floor: one forward + K backward passes through the "
+             "trunk + one update (parameter-level balancing's unavoidable cost), as a ratio of "
+             "bare steps; × floor: a row's × ew over the floor's; memory: peak allocated over "
+             "ew's" + ("" if machine.get("memory_statistics") else
+                                        " (not measured: no allocator statistics)") + ".", ""]
+    if len(runs) > 1:
+        lines += ["| configuration | ew examples/s | losses × ew | ew@repr. | representation "
+                  "× ew | floor × ew | ew@param. | parameters × ew | × floor | every-k × ew "
+                  "| memory × ew |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in summary_rows({"runs": runs}):
+            lines.append(
+                f"| {r['config']} | {r['ew_examples_per_second']:,.0f} | {r['losses']} | "
+                f"{_number(r['ew_representation'], '.2f')} | {r['representation']} | "
+                f"{_number(r['floor'], '.2f')} | {_number(r['ew_parameters'], '.2f')} | "
+                f"{r['parameters']} | {r['parameters_to_floor']} | {r['every_k']} | "
+                f"{r['memory']} |")
+        lines.append("")
+    for run_ in runs:
+        c = run_["config"]
+        floor = (f"; bare steps: plain {run_['bare_plain_ms']:.1f} ms, floor "
+                 f"{run_['floor_ms']:.1f} ms ({run_['floor_ratio_to_ew']:.2f}× plain)"
+                 if run_.get("floor_ms") else "")
+        lines += [f"**{_title(run_)}**: {c['windows']} windows of {c['steps_per_window']} steps"
+                  f"{floor}", "",
+                  "| balancer | level | examples/s | × ew | ms/step | × floor | peak MiB "
+                  "| memory × ew |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in run_["rows"]:
+            lines.append(f"| {r['balancer']} | {r['level']} | {r['examples_per_second']:,.0f} | "
+                         f"{r['ratio_to_ew']:.2f} | {r['step_ms']:.1f} | "
+                         f"{_number(r.get('ratio_to_floor'), '.2f')} | "
+                         f"{_number(r.get('peak_memory_mb'), ',.1f')} | "
+                         f"{_number(r.get('memory_ratio_to_ew'), '.2f')} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -113,21 +113,46 @@ def train(args) -> dict:
 def bench(args) -> dict:
     if args.quality:
         return quality(args)
+    # Peak-memory figures need allocator statistics, which TensorFlow keeps on CPU only with its
+    # BFC allocator; it reads this flag when it first allocates, so this is early enough.
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     from keras_mtl import bench as bench_lib
 
-    kwargs = dict(architecture=args.model, num_tasks=args.tasks, batch_size=args.batch_size,
-                  experts=args.num_experts, units=args.expert_units, steps=args.steps,
-                  windows=args.windows, jit_compile=args.jit_compile)
+    kwargs = dict(batch_size=args.batch_size, experts=args.num_experts, units=args.expert_units,
+                  steps=args.steps, windows=args.windows)
     if args.quick:
         kwargs.update(batch_size=min(args.batch_size, 256), experts=4, units=32, steps=3,
                       windows=2, warmup=1)
+    architectures = _choices(args.model, BACKBONES, "--model")
+    task_counts = [int(k) for k in args.tasks.split(",")]
+    try:
+        jit_modes = [_jit_flag(v) for v in args.jit_compile.split(",")]
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(str(error)) from None
+    if "auto" in jit_modes:
+        raise SystemExit("--jit-compile: give true, false or true,false for bench.")
     balancers = args.balancers.split(",") if args.balancers else None
-    result = bench_lib.run(balancers, **kwargs)
-    print(bench_lib.format_markdown(result))
+    result = bench_lib.run_grid(balancers, architectures=architectures, task_counts=task_counts,
+                                jit_modes=jit_modes, embedding_rows=args.embedding_rows,
+                                log=lambda line: print(line, flush=True), **kwargs)
+    table = bench_lib.format_markdown(result)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(table + "\n")
+        print(f"\nWrote {args.markdown}")
     if args.json:
         bench_lib.save_json(result, args.json)
         print(f"\nWrote {args.json}")
     return result
+
+
+def _choices(value: str, allowed, flag: str) -> list[str]:
+    names = value.split(",")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise SystemExit(f"{flag}: unknown {unknown}; expected some of {list(allowed)}.")
+    return names
 
 
 def quality(args) -> dict:
@@ -220,26 +245,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Comma-separated names, each optionally name@level and/or name*k "
                         "(weights recomputed every k steps); default: every registered balancer "
                         "at its default level plus a few other levels and every-k variants.")
-    b.add_argument("--model", choices=BACKBONES, default="mmoe")
-    b.add_argument("--tasks", type=int, default=4)
+    b.add_argument("--model", default="mmoe",
+                   help=f"Comma-separated architectures among {','.join(BACKBONES)}; one table "
+                        "per architecture × tasks × XLA mode.")
+    b.add_argument("--tasks", default="4", help="Comma-separated task counts, e.g. 2,4,8.")
     b.add_argument("--batch-size", type=int, default=2048)
     b.add_argument("--num-experts", type=int, default=8)
     b.add_argument("--expert-units", type=int, default=256)
     b.add_argument("--steps", type=int, default=10, help="Steps per timed window.")
     b.add_argument("--windows", type=int, default=5, help="Timed windows (the median is kept).")
-    b.add_argument("--jit-compile", default=True, type=_jit_flag)
+    b.add_argument("--jit-compile", default="true", help="true, false, or true,false for both.")
+    b.add_argument("--embedding-rows", type=int, default=0,
+                   help="Also measure a model with an id feature embedded in a table of this "
+                        "many rows (e.g. 10000000) at the representation level.")
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     b.add_argument("--quality", action="store_true",
                    help="Instead of throughput: test AUC/MSE of architectures and balancers on "
                         "Census-Income, the synthetic correlation sweep and the funnel, over "
-                        "seeds (about an hour on 2 cores; --quick: a few minutes).")
+                        "seeds (about 50 minutes on 2 cores; --quick: a few minutes).")
     b.add_argument("--experiments", default=None,
                    help="--quality: comma-separated subset of census,synthetic,funnel.")
     b.add_argument("--seeds", type=int, default=None, help="--quality: seeds per row (default 5).")
     b.add_argument("--data-path", default=None,
                    help="--quality: a local census-income file or folder (default: download).")
-    b.add_argument("--markdown", default=None, help="--quality: also write the tables here.")
+    b.add_argument("--markdown", default=None, help="Also write the tables here.")
 
     e = commands.add_parser(
         "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.")

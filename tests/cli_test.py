@@ -69,16 +69,31 @@ def test_train_with_the_recommender_balancers(balancer, args, capsys):
 
 def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
     path = os.path.join(tmp_path, "bench.json")
-    assert main(["bench", "--quick", "--balancers", "multibalance,ew@parameters,mgda@parameters*3",
-                 "--json", path]) == 0
+    assert main(["bench", "--quick", "--jit-compile", "false", "--balancers",
+                 "multibalance,ew@parameters,mgda@parameters*3",
+                 "--json", path, "--markdown", os.path.join(tmp_path, "bench.md")]) == 0
     with open(path) as handle:
         result = json.load(handle)
-    rows = {(r["balancer"], r["level"]): r for r in result["rows"]}
-    assert set(rows) == {("ew", "losses"), ("multibalance", "representation"),
-                         ("ew", "parameters"), ("mgda (every 3)", "parameters")}
-    assert rows[("ew", "losses")]["ratio_to_ew"] == 1.0
-    assert all(r["examples_per_second"] > 0 for r in rows.values())
+    for run in result["runs"]:
+        rows = {(r["balancer"], r["level"]): r for r in run["rows"]}
+        assert set(rows) == {("ew", "losses"), ("multibalance", "representation"),
+                             ("ew", "parameters"), ("mgda (every 3)", "parameters")}
+        assert rows[("ew", "losses")]["ratio_to_ew"] == 1.0
+        assert all(r["examples_per_second"] > 0 for r in rows.values())
+        # × floor is only defined for parameter-level rows, as × ew over the floor's ratio.
+        assert rows[("multibalance", "representation")]["ratio_to_floor"] is None
+        floor = run["floor_ratio_to_ew"]
+        assert floor > 0 and run["floor_ms"] > 0 and run["bare_plain_ms"] > 0
+        assert rows[("ew", "parameters")]["ratio_to_floor"] == pytest.approx(
+            rows[("ew", "parameters")]["ratio_to_ew"] / floor)
     assert "| multibalance | representation |" in capsys.readouterr().out
+    with open(os.path.join(tmp_path, "bench.md")) as handle:
+        assert "| mgda (every 3) | parameters |" in handle.read()
+
+
+def test_bench_rejects_unknown_architecture():
+    with pytest.raises(SystemExit, match=r"--model: unknown \['mmeo'\]"):
+        main(["bench", "--quick", "--model", "mmeo"])
 
 
 def test_bench_covers_every_registered_balancer_by_default():

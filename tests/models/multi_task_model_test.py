@@ -74,6 +74,22 @@ def test_densified_embeddings_at_parameter_level_are_exact_too():
     assert_gradients_close(grads, reference, variables)
 
 
+@pytest.mark.parametrize("balancer", ["multibalance", "mgda", "uw"])
+def test_embedding_tables_keep_sparse_gradients_under_every_level(balancer):
+    # A 10M-row table must never be densified per task (issue #7): its gradient stays
+    # IndexedSlices over at most one row per looked-up id, whatever level balances.
+    model = small_model("mmoe")
+    model.set_balancer(balancer)
+    x, y = small_batch(n=16)
+    grads, variables, _, _ = model.compute_gradients(x, y)
+    tables = {id(v) for v in model.encoder.embedding_tables}
+    assert len(tables) == 3
+    for g, v in zip(grads, variables, strict=True):
+        if id(v) in tables:
+            assert isinstance(g, tf.IndexedSlices), (balancer, v.path)
+            assert g.indices.shape[0] <= 16, (balancer, v.path)  # one per lookup
+
+
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 def test_head_variables_only_receive_their_own_tasks_gradient(backbone):
     model = small_model(backbone)
