@@ -114,8 +114,19 @@ def bench(args) -> dict:
     if args.quality:
         return quality(args)
     # Peak-memory figures need allocator statistics, which TensorFlow keeps on CPU only with its
-    # BFC allocator; it reads this flag when it first allocates, so this is early enough.
-    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    # BFC allocator; it reads this flag when it first allocates, so this is early enough. The flag
+    # is removed again so that processes started later (e.g. by a test run) do not inherit it.
+    flag = "TF_CPU_ALLOCATOR_USE_BFC"
+    added = flag not in os.environ
+    os.environ.setdefault(flag, "true")
+    try:
+        return _throughput(args)
+    finally:
+        if added:
+            os.environ.pop(flag, None)
+
+
+def _throughput(args) -> dict:
     from keras_mtl import bench as bench_lib
 
     kwargs = dict(batch_size=args.batch_size, experts=args.num_experts, units=args.expert_units,

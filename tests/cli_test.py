@@ -69,6 +69,7 @@ def test_train_with_the_recommender_balancers(balancer, args, capsys):
 
 def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
     path = os.path.join(tmp_path, "bench.json")
+    allocator_flag = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")
     assert main(["bench", "--quick", "--jit-compile", "false", "--balancers",
                  "multibalance,ew@parameters,mgda@parameters*3",
                  "--json", path, "--markdown", os.path.join(tmp_path, "bench.md")]) == 0
@@ -89,6 +90,8 @@ def test_bench_quick_writes_ratios_against_ew(tmp_path, capsys):
     assert "| multibalance | representation |" in capsys.readouterr().out
     with open(os.path.join(tmp_path, "bench.md")) as handle:
         assert "| mgda (every 3) | parameters |" in handle.read()
+    # The allocator flag set for memory statistics does not leak into later subprocesses.
+    assert os.environ.get("TF_CPU_ALLOCATOR_USE_BFC") == allocator_flag
 
 
 def test_bench_rejects_unknown_architecture():
