@@ -46,9 +46,9 @@ def default_balancers() -> tuple[str, ...]:
 # The large-embedding configuration: methods that run at the representation level (where an
 # embedding table's gradient is never formed per task) plus one parameter-level method (tables are
 # left out of its per-task matrix unless `dense_embedding_gradients=True`). It trains with SGD:
-# Keras 3's optimizers update a table densely whatever its gradient (measured here for a
-# 10M × 16 table and 2,048 looked-up rows: SGD 0.53 s, Adagrad 1.5 s, Adam 3.7 s a step), which
-# would bury every other cost; SGD buries the least.
+# Keras 3's optimizers are slow on such a table (a bare update of 2,048 rows of a 10M × 16 table,
+# without XLA: SGD 0.53 s, Adagrad 1.5 s, Adam 3.7 s), which would bury every other cost; with
+# XLA, SGD's whole `ew` step took 56 ms.
 EMBEDDING_SPECS = ("ew@representation", "multibalance", "gradnorm", "mgda@representation",
                    "gradcraft@representation", "uw", "famo", "mgda")
 
@@ -287,8 +287,7 @@ def run(
             "architecture": architecture, "num_tasks": num_tasks, "batch_size": batch_size,
             "experts": experts, "expert_units": units, "jit_compile": jit_compile,
             "embedding_rows": embedding_rows, "optimizer": optimizer,
-            "steps_per_window": steps, "windows": windows,
-            "warmup_steps": warmup,
+            "steps_per_window": steps, "windows": windows, "warmup_steps": warmup,
         },
         "machine": _machine(),
         "floor_ms": floor_ms,

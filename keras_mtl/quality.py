@@ -147,16 +147,12 @@ _COLUMN_CACHE: dict = {}
 
 
 def _columns(frame, features, tasks):
-    import tensorflow as tf
-
-    from keras_mtl.data.dataframe import feature_arrays, label_arrays
+    from keras_mtl.data.dataframe import dataframe_columns
 
     key = (id(frame), id(features), tuple(t.name for t in tasks))
     if key not in _COLUMN_CACHE:
-        arrays = (feature_arrays(frame, features), label_arrays(frame, tasks))
         # The frame and spec are kept beside the columns so their ids cannot be reused meanwhile.
-        _COLUMN_CACHE[key] = (frame, features,
-                              tf.nest.map_structure(tf.convert_to_tensor, arrays))
+        _COLUMN_CACHE[key] = (frame, features, dataframe_columns(frame, features, tasks))
     return _COLUMN_CACHE[key][2]
 
 

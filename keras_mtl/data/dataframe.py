@@ -87,20 +87,27 @@ def from_dataframe(
     Columns are checked against the spec and tasks first, so a typo fails here with the column's
     name rather than deep inside a traced step. `shuffle=True` reshuffles every epoch with `seed`.
     """
+    return batched_columns(dataframe_columns(frame, features, tasks, sample_weight), batch_size,
+                           shuffle=shuffle, seed=seed)
+
+
+def dataframe_columns(frame: pd.DataFrame, features: FeatureSpec | Sequence,
+                      tasks: Sequence[Task], sample_weight: str | None = None) -> tuple:
+    """`(features, labels[, sample_weight])` of a whole DataFrame as tensors, checked as in
+    `from_dataframe`; `batched_columns` batches them. Callers that build many datasets from one
+    frame convert it once (about a second on Census-Income)."""
     elements = (feature_arrays(frame, features), label_arrays(frame, tasks))
     if sample_weight is not None:
         if sample_weight not in frame.columns:
             raise KeyError(f"Sample weight column {sample_weight!r} is not in the DataFrame.")
         elements += (frame[sample_weight].to_numpy(dtype=np.float32),)
-    return batched_columns(tf.nest.map_structure(tf.convert_to_tensor, elements), batch_size,
-                           shuffle=shuffle, seed=seed)
+    return tf.nest.map_structure(tf.convert_to_tensor, elements)
 
 
 def batched_columns(columns, batch_size: int, shuffle: bool = False,
                     seed: int | None = None) -> tf.data.Dataset:
-    """`from_dataframe`'s batching of already converted columns (a nest of tensors with the rows
-    along axis 0), for callers that build many datasets from one frame (checks and conversion
-    cost about a second on Census-Income)."""
+    """`from_dataframe`'s batching of `dataframe_columns` output (a nest of tensors with the rows
+    along axis 0)."""
     # Shuffle row indices and gather whole batches: shuffling the rows themselves copies every
     # string feature through the shuffle buffer one row at a time, which on Census-Income took
     # longer than the training step it fed.
