@@ -45,10 +45,10 @@ def default_balancers() -> tuple[str, ...]:
 
 # The large-embedding configuration: methods that run at the representation level (where an
 # embedding table's gradient is never formed per task) plus one parameter-level method (tables are
-# left out of its per-task matrix unless `dense_embedding_gradients=True`). It trains with SGD:
-# Keras 3's optimizers are slow on such a table (a bare update of 2,048 rows of a 10M × 16 table,
-# without XLA: SGD 0.53 s, Adagrad 1.5 s, Adam 3.7 s), which would bury every other cost; with
-# XLA, SGD's whole `ew` step took 56 ms.
+# left out of its per-task matrix unless `dense_embedding_gradients=True`). It trains with SGD,
+# which keeps no state per table row: Adam's two and Adagrad's one table-sized slot variables are
+# updated every step (timed once by hand without XLA, a bare update of 2,048 rows of a 10M × 16
+# table: SGD 0.53 s, Adagrad 1.5 s, Adam 3.7 s) and would bury every other cost.
 EMBEDDING_SPECS = ("ew@representation", "multibalance", "gradnorm", "mgda@representation",
                    "gradcraft@representation", "uw", "famo", "mgda")
 
