@@ -174,8 +174,8 @@ def floor_step(model, jit_compile: bool, per_task: bool = True):
         with tf.GradientTape(persistent=True) as tape:
             logits, cut, leaves = model._forward(x, training=True, detach_cut=True)
             tape.watch(leaves)
-            shares, _, _ = model._task_terms(y, logits, None)
-            losses = tf.unstack(model._weighted_losses(shares))
+            shares, _, _ = model._task_terms(y, logits, None, as_list=True)
+            losses = model._weighted_loss_list(shares)
             total = tf.add_n(losses)
         summed_cut, summed_trunk = None, None
         for loss in losses:

@@ -274,10 +274,15 @@ class MultiTaskModel(keras.Model):
             labels[task.name] = value
         return labels
 
-    def _task_terms(self, y, logits, sample_weight):
+    def _task_terms(self, y, logits, sample_weight, as_list: bool = False):
         """`(losses [K], clean labels, row weights)`: each task's (sample-weighted) mean loss over
         its valid rows — present labels inside its sample space, or every impression with a parent
-        label for an ESMM task — with missing labels replaced by 0 in `clean labels`."""
+        label for an ESMM task — with missing labels replaced by 0 in `clean labels`.
+
+        `as_list=True` returns the losses as K scalars, each computed from its own task's terms
+        only. Back-propagating one of them then touches that task's path alone; from an entry of
+        the stacked vector, every task's head would be differentiated (with zero gradients),
+        which made K per-task backward passes cost K² head passes."""
         labels = self._labels(y)
         present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
         clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
@@ -314,7 +319,9 @@ class MultiTaskModel(keras.Model):
             # Divide by the global count: each replica's loss is then its share of the global
             # mean, the shares sum to it, and so do their gradients (the optimizer sums them).
             counts = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(counts))
-        return tf.math.divide_no_nan(tf.stack(totals), counts), clean, weights
+        shares = [tf.math.divide_no_nan(total, count)
+                  for total, count in zip(totals, tf.unstack(counts), strict=True)]
+        return (shares if as_list else tf.stack(shares)), clean, weights
 
     def _global_losses(self, shares):
         """The global batch's task losses from this replica's shares (themselves when alone)."""
@@ -362,16 +369,23 @@ class MultiTaskModel(keras.Model):
         with tf.GradientTape(persistent=True) as tape:
             logits, cut, leaves = self._forward(x, training=training, detach_cut=True)
             tape.watch(leaves)
-            raw_shares, clean, row_weights = self._task_terms(y, logits, sample_weight)
-            shares = self._weighted_losses(raw_shares)
+            raw_share_list, clean, row_weights = self._task_terms(y, logits, sample_weight,
+                                                                  as_list=True)
+            raw_shares = tf.stack(raw_share_list)
+            task_losses = self._weighted_loss_list(raw_share_list)
             if scale is not None:
-                shares = shares * scale
-            task_losses = tf.unstack(shares)
+                task_losses = [loss * scale for loss in task_losses]
         raw_losses = self._global_losses(raw_shares)
         losses = self._weighted_losses(raw_losses)
+        # One backward pass per task through its head yields both its cut gradient and its head
+        # variables' gradients (a second pass for the heads would run every head backward twice).
+        heads = self._head_variables
+        per_task = [tape.gradient(loss, [*leaves, *heads]) for loss in task_losses]
         scaled_cut_grads = [
-            tape.gradient(loss, leaves, unconnected_gradients=_ZERO) for loss in task_losses
+            [tf.zeros_like(leaf) if g is None else g for g, leaf in zip(
+                row[:len(leaves)], leaves, strict=True)] for row in per_task
         ]
+        task_head_grads = [row[len(leaves):] for row in per_task]
         cut_grads = [[_unscaled(g, scale) for g in row] for row in scaled_cut_grads]
         replica, num_replicas = replica_context()
         if replica is not None and balancer.needs_hessian_term:
@@ -440,9 +454,8 @@ class MultiTaskModel(keras.Model):
                 for v, g in zip(sparse, tape.gradient(cut, sparse, output_gradients=weighted_cut),
                                 strict=True):
                     grads_by_id[id(v)] = g
-        heads = self._head_variables
-        head_grads = tape.gradient(shares, heads,
-                                   output_gradients=tf.stop_gradient(result.task_weights))
+        head_grads = _weighted_gradient_sum(task_head_grads,
+                                            tf.stop_gradient(result.task_weights))
         for v, g in zip(heads, head_grads, strict=True):
             grads_by_id[id(v)] = g
         del tape
@@ -529,6 +542,11 @@ class MultiTaskModel(keras.Model):
         if all(f == 1.0 for f in factors):
             return raw_losses
         return raw_losses * tf.constant(factors, tf.float32)
+
+    def _weighted_loss_list(self, raw_losses: list) -> list:
+        """`_weighted_losses` on a list of per-task scalars, keeping them independent."""
+        return [loss if task.weight == 1.0 else loss * task.weight
+                for loss, task in zip(raw_losses, self.tasks, strict=True)]
 
     # ------------------------------------------------------------------------------ steps
     def train_step(self, data):
@@ -720,6 +738,32 @@ def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:
     log_p = -tf.nn.softplus(-parent_logits) - tf.nn.softplus(-logits)  # log σ(a) + log σ(b)
     log_not_p = tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-7)))  # log(1 − p)
     return -(labels * log_p + (1.0 - labels) * log_not_p)
+
+
+def _weighted_gradient_sum(per_task: list[list], weights: tf.Tensor) -> list:
+    """`Σ_k w_k per_task[k][i]` for every variable i, skipping tasks it does not influence (None);
+    None where no task does. Sparse (IndexedSlices) gradients stay sparse."""
+    weights = tf.unstack(weights)
+    sums = []
+    for i in range(len(per_task[0])):
+        terms = [(w, row[i]) for w, row in zip(weights, per_task, strict=True)
+                 if row[i] is not None]
+        if not terms:
+            sums.append(None)
+        elif any(isinstance(g, tf.IndexedSlices) for _, g in terms):
+            sums.append(tf.IndexedSlices(
+                tf.concat([_as_slices(g).values * tf.cast(w, g.dtype) for w, g in terms], 0),
+                tf.concat([_as_slices(g).indices for _, g in terms], 0),
+                terms[0][1].dense_shape))
+        else:
+            sums.append(tf.add_n([tf.cast(w, g.dtype) * g for w, g in terms]))
+    return sums
+
+
+def _as_slices(gradient) -> tf.IndexedSlices:
+    if isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    return tf.IndexedSlices(gradient, tf.range(tf.shape(gradient)[0]), tf.shape(gradient))
 
 
 def _flatten(tensors) -> tf.Tensor:
