@@ -29,7 +29,8 @@ from typing import ClassVar, NamedTuple
 import keras
 import tensorflow as tf
 
-from keras_mtl.balancers.ops import block_weighted_sum, row_norms, weighted_sum
+from keras_mtl.balancers.blocks import block_weighted_sum, dense_blocks
+from keras_mtl.balancers.ops import row_norms, weighted_sum
 
 LEVELS = ("losses", "representation", "parameters")
 
@@ -43,6 +44,8 @@ class BalanceContext(NamedTuple):
     - `batch_size`: rows in the batch (the leading dimension of every cut tensor), or `None`.
     - `hessian_term`: for balancers that ask for it (`needs_hessian_term`), the exact
       `Σ_i H_i (Σ_j g_j - g_i)` over the balanced parameters, flattened like the matrix.
+    - `cut_tensors`: at the representation level, the cut tensors, whose shapes structured blocks
+      (`keras_mtl.balancers.blocks`) take when they are materialised.
     """
 
     step: tf.Tensor
@@ -50,6 +53,7 @@ class BalanceContext(NamedTuple):
     segment_sizes: tuple | None = None
     batch_size: tf.Tensor | None = None
     hessian_term: tf.Tensor | None = None
+    cut_tensors: tuple | None = None
 
     @classmethod
     def default(cls) -> BalanceContext:
@@ -164,12 +168,18 @@ class Balancer(keras.layers.Layer):
     def balance_blocks(self, blocks, losses, context: BalanceContext) -> BalanceResult:
         """`balance` on `blocks[k][s]`: task k's gradient w.r.t. tensor s, in its own shape.
 
-        The matrix is `J[k] = concat_s flatten(blocks[k][s])`. This default builds it and calls
-        `balance`; `combined` stays flat. Methods that only need row norms and weighted sums
-        override it to skip building the `[K, D]` matrix (on XLA's CPU backend building and
-        re-reading it costs more than the maths); their `combined` is then a list of tensors shaped
-        like `blocks[0]`.
+        The matrix is `J[k] = concat_s flatten(blocks[k][s])`; a block may be structured (`None`
+        for an exact zero, or an `OuterProductBlock`, see `keras_mtl.balancers.blocks`). This
+        default materialises the blocks, builds the matrix and calls `balance`; `combined` stays
+        flat. Methods that only need row norms, Gramians and weighted sums override it to work on
+        the blocks as they come (on XLA's CPU backend building and re-reading the `[K, D]` matrix
+        costs more than the maths); their `combined` is then a list of tensors shaped like the cut.
         """
+        if any(not isinstance(b, tf.Tensor) for row in blocks for b in row):
+            if context.cut_tensors is None:
+                raise ValueError("Structured gradient blocks need context.cut_tensors (their "
+                                 "shapes) to be materialised.")
+            blocks = dense_blocks(blocks, context.cut_tensors)
         matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
         return self.balance(matrix, losses, context)
 

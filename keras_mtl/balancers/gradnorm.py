@@ -5,8 +5,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import BalanceResult, Weighting
+from keras_mtl.balancers.blocks import block_row_norms, block_weighted_sum
 from keras_mtl.balancers.learned import AdamParameter
-from keras_mtl.balancers.ops import block_row_norms, block_weighted_sum, row_norms
+from keras_mtl.balancers.ops import row_norms
 from keras_mtl.balancers.registry import register
 
 

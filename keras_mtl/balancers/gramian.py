@@ -7,6 +7,7 @@ from typing import ClassVar
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult
+from keras_mtl.balancers.blocks import block_gramian, block_weighted_sum
 from keras_mtl.balancers.ops import gramian, weighted_sum
 
 
@@ -26,12 +27,21 @@ class GramianWeighting(Balancer):
         raise NotImplementedError
 
     def balance(self, matrix, losses, context):
-        gram = finite_or_identity(tf.cast(gramian(matrix), tf.float64))
+        return self._result(gramian(matrix), lambda w: weighted_sum(matrix, w), context,
+                            matrix.dtype)
+
+    def balance_blocks(self, blocks, losses, context):
+        # The Gramian and the combination straight from the blocks: at the representation level
+        # the [K, D] matrix is never built, and outer-product blocks are never materialised.
+        return self._result(block_gramian(blocks), lambda w: block_weighted_sum(blocks, w),
+                            context, tf.float32)
+
+    def _result(self, gram, combine, context, dtype) -> BalanceResult:
+        gram = finite_or_identity(tf.cast(gram, tf.float64))
         weights, updates = self.weights_from_gramian(gram, context)
-        weights = tf.cast(weights, matrix.dtype)
+        weights = tf.cast(weights, dtype)
         ones = tf.ones([self.num_tasks], tf.float32)
-        return BalanceResult(weighted_sum(matrix, weights), ones, tuple(updates),
-                             shared_weights=weights)
+        return BalanceResult(combine(weights), ones, tuple(updates), shared_weights=weights)
 
 
 class PreferenceWeighting(GramianWeighting):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult, split_segments
-from keras_mtl.balancers.ops import block_row_norms, block_weighted_sum, row_norms, weighted_sum
+from keras_mtl.balancers.blocks import block_row_norms, block_weighted_sum
+from keras_mtl.balancers.ops import row_norms, weighted_sum
 from keras_mtl.balancers.registry import register
 
 REFERENCES = ("max", "mean")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
+
+
+class GatedReadout(NamedTuple):
+    """Task-specific read of cut tensor `cut_index` through a gate: `term = Σ_e weights[b, e] ·
+    cut[cut_index][b, e, :]`, computed on a stop-gradient copy (see `Backbone.factored_heads`)."""
+
+    cut_index: int
+    weights: Any
+    term: Any
 
 
 class Backbone(keras.layers.Layer):
@@ -47,6 +58,20 @@ class Backbone(keras.layers.Layer):
     def heads(self, cut: list, training=None) -> tuple[list, dict]:
         """Returns `(task_outputs, gates)`; `gates` maps a name to gate weights for inspection."""
         raise NotImplementedError
+
+    def factored_heads(self, cut: list, training=None) -> tuple[list, dict, list[list]]:
+        """`heads(cut)` plus, per task, the `GatedReadout`s through which it reads cut tensors.
+
+        A readout `(s, w, term)` in task k's list promises that task k reads cut tensor s
+        (`[batch, experts, units]`) only through `term = Σ_e w[b, e] · cut[s][b, e, :]`, and that
+        `term` was computed from a stop-gradient copy of `cut[s]`. Then
+        `∂L_k/∂cut[s] = w ⊗ ∂L_k/∂term` row by row, which the model keeps in that factored form
+        (`keras_mtl.balancers.blocks.OuterProductBlock`) instead of materialising
+        batch × experts × units numbers per task. The outputs equal `heads(cut)`'s. This default
+        declares no readouts, which is always correct.
+        """
+        outputs, gates = self.heads(cut, training=training)
+        return outputs, gates, [[] for _ in outputs]
 
     def head_layers(self) -> list[list[keras.layers.Layer]]:
         """`head_layers()[k]`: the layers whose variables only task k's output depends on."""

@@ -26,6 +26,19 @@ class Gate(keras.layers.Layer):
         weights = ops.softmax(self.dense(selector), axis=-1)
         return ops.einsum("be,bed->bd", weights, experts), weights
 
+    def detached_mixture(self, selector, experts, detached):
+        """The mixture over `experts` (may be None) followed by `detached` experts, with the
+        `detached` ones read through a stop-gradient: `(mixture, weights, detached weights,
+        detached term)`, where `detached term = Σ_e w_e detached_e` is the only path from
+        `detached` to the mixture (for `Backbone.factored_heads`)."""
+        weights = ops.softmax(self.dense(selector), axis=-1)
+        own = 0 if experts is None else int(experts.shape[1])
+        detached_weights = weights[:, own:]
+        term = ops.einsum("be,bed->bd", detached_weights, ops.stop_gradient(detached))
+        mixture = term if experts is None else (
+            ops.einsum("be,bed->bd", weights[:, :own], experts) + term)
+        return mixture, weights, detached_weights, term
+
     def get_config(self):
         config = super().get_config()
         config["num_experts"] = self.num_experts

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_mtl.layers.backbone import Backbone
+from keras_mtl.layers.backbone import Backbone, GatedReadout
 from keras_mtl.layers.experts import ExpertBank
 from keras_mtl.layers.gate import Gate
 
@@ -61,6 +61,17 @@ class MMoE(Backbone):
             outputs.append(mixture)
             gates[f"task_{k}"] = weights
         return outputs, gates
+
+    def factored_heads(self, cut, training=None):
+        # Task k reads the experts only through its gate's mixture (eq. 6).
+        experts, x = cut
+        outputs, gates, readouts = [], {}, []
+        for k, gate in enumerate(self.gates):
+            mixture, weights, _, term = gate.detached_mixture(x, None, experts)
+            outputs.append(mixture)
+            gates[f"task_{k}"] = weights
+            readouts.append([GatedReadout(0, weights, term)])
+        return outputs, gates, readouts
 
     def head_layers(self):
         return [[gate] for gate in self.gates]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
-from keras_mtl.layers.backbone import Backbone
+from keras_mtl.layers.backbone import Backbone, GatedReadout
 from keras_mtl.layers.experts import ExpertBank
 from keras_mtl.layers.gate import Gate
 
@@ -141,6 +141,21 @@ class PLE(Backbone):
             outputs.append(mixture)
             gates[f"level_{last}/task_{k}"] = weights
         return outputs, gates
+
+    def factored_heads(self, cut, training=None):
+        # Task k reads the last level's shared experts only through its gate's mixture (eq. 4).
+        shared = cut[0]
+        task_inputs = [cut[1]] * self.num_tasks if self.num_levels == 1 else list(cut[1:])
+        outputs, gates, readouts = [], {}, []
+        last = self.num_levels - 1
+        for k in range(self.num_tasks):
+            experts = self.task_banks[last][k](task_inputs[k])
+            mixture, weights, shared_weights, term = self.task_gates[last][k].detached_mixture(
+                task_inputs[k], experts, shared)
+            outputs.append(mixture)
+            gates[f"level_{last}/task_{k}"] = weights
+            readouts.append([GatedReadout(0, shared_weights, term)])
+        return outputs, gates, readouts
 
     def gate_weights(self, x):
         gates = {}

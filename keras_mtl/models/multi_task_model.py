@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from keras_mtl import balancers as balancers_lib
 from keras_mtl.balancers.base import BalanceContext, Balancer, BalanceResult
+from keras_mtl.balancers.blocks import OuterProductBlock, block_weighted_sum
 from keras_mtl.balancers.cograd import transference_hessian_term
 from keras_mtl.balancers.every import EveryK
-from keras_mtl.balancers.ops import block_weighted_sum
 from keras_mtl.features import FeatureEncoder
 from keras_mtl.features.spec import TF_DTYPES, FeatureSpec, as_feature_spec
 from keras_mtl.layers.backbone import Backbone
@@ -219,15 +219,25 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------------------ forward
     def _forward(self, inputs, training, detach_cut):
+        logits, cut, leaves, _ = self._forward_with_readouts(inputs, training, detach_cut, False)
+        return logits, cut, leaves
+
+    def _forward_with_readouts(self, inputs, training, detach_cut, factored):
+        """`_forward`, plus each task's gated readouts of the cut when `factored` (see
+        `Backbone.factored_heads`; None otherwise)."""
         x = self.encoder(inputs)
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
-        task_repr, _ = self.backbone.heads(leaves, training=training)
+        readouts = None
+        if factored:
+            task_repr, _, readouts = self.backbone.factored_heads(leaves, training=training)
+        else:
+            task_repr, _ = self.backbone.heads(leaves, training=training)
         logits = [
             tf.cast(out(tower(r, training=training)), tf.float32)[:, 0]
             for tower, out, r in zip(self.towers, self.logit_layers, task_repr, strict=True)
         ]
-        return logits, cut, leaves
+        return logits, cut, leaves, readouts
 
     def call(self, inputs, training=False):
         logits, _, _ = self._forward(inputs, training=training, detach_cut=False)
@@ -366,8 +376,14 @@ class MultiTaskModel(keras.Model):
             grads = tape.gradient(total, variables)
             return grads, variables, (raw_losses, clean, row_weights, logits), result
 
+        replica, num_replicas = replica_context()
+        # At the representation level on one replica, cut gradients that a task forms through a
+        # gate stay factored (gate weights ⊗ mixture gradient); the balancer's Gramians, norms
+        # and combination work on the factors. Elsewhere they are materialised.
+        factored = balancer.level == "representation" and replica is None
         with tf.GradientTape(persistent=True) as tape:
-            logits, cut, leaves = self._forward(x, training=training, detach_cut=True)
+            logits, cut, leaves, readouts = self._forward_with_readouts(
+                x, training=training, detach_cut=True, factored=factored)
             tape.watch(leaves)
             raw_share_list, clean, row_weights = self._task_terms(y, logits, sample_weight,
                                                                   as_list=True)
@@ -380,14 +396,32 @@ class MultiTaskModel(keras.Model):
         # One backward pass per task through its head yields both its cut gradient and its head
         # variables' gradients (a second pass for the heads would run every head backward twice).
         heads = self._head_variables
-        per_task = [tape.gradient(loss, [*leaves, *heads]) for loss in task_losses]
-        scaled_cut_grads = [
-            [tf.zeros_like(leaf) if g is None else g for g, leaf in zip(
-                row[:len(leaves)], leaves, strict=True)] for row in per_task
-        ]
-        task_head_grads = [row[len(leaves):] for row in per_task]
-        cut_grads = [[_unscaled(g, scale) for g in row] for row in scaled_cut_grads]
-        replica, num_replicas = replica_context()
+        num_leaves, num_heads = len(leaves), len(heads)
+        scaled_cut_grads, task_head_grads = [], []
+        # Every task's readouts are targets of every task's pass: a loss may read another task's
+        # head (ESMM's pCTCVR reads the click tower), and unconnected ones come back None.
+        all_readouts = [r for task in readouts for r in task] if factored else []
+        for loss in task_losses:
+            grads = tape.gradient(loss, [*leaves, *heads, *(r.term for r in all_readouts)])
+            blocks = list(grads[:num_leaves])
+            outers = {}
+            for readout, term_grad in zip(all_readouts, grads[num_leaves + num_heads:],
+                                          strict=True):
+                if term_grad is not None:
+                    outers.setdefault(readout.cut_index, []).append(
+                        OuterProductBlock(tf.stop_gradient(readout.weights), term_grad))
+            for s, terms in outers.items():
+                if len(terms) == 1 and blocks[s] is None:
+                    blocks[s] = terms[0]
+                else:  # several paths into one cut tensor: their sum is materialised
+                    dense = [] if blocks[s] is None else [blocks[s]]
+                    blocks[s] = tf.add_n(dense + [t.dense() for t in terms])
+            if not factored:  # dense blocks, as the parameter level and replicas need them
+                blocks = [tf.zeros_like(leaf) if g is None else g
+                          for g, leaf in zip(blocks, leaves, strict=True)]
+            scaled_cut_grads.append(blocks)
+            task_head_grads.append(grads[num_leaves:num_leaves + num_heads])
+        cut_grads = [[_unscaled_block(g, scale) for g in row] for row in scaled_cut_grads]
         if replica is not None and balancer.needs_hessian_term:
             raise NotImplementedError(
                 f"Balancer {balancer.name!r} needs an exact Hessian term, which is not computed "
@@ -395,7 +429,7 @@ class MultiTaskModel(keras.Model):
                 "replica.")
         grads_by_id = {}
         if balancer.level == "representation":
-            blocks, shapes = cut_grads, cut_grads[0]
+            blocks, shapes = cut_grads, leaves
             if replica is not None:
                 # Every replica balances the whole global batch: its cut gradients are rows of
                 # the global matrix, gathered here, so every balancer (Gramians, norms, per-entry
@@ -404,7 +438,8 @@ class MultiTaskModel(keras.Model):
                 blocks = replica.all_gather(cut_grads, axis=0)
                 shapes = blocks[0]
             context = context._replace(segment_sizes=tuple(tf.size(b) for b in shapes),
-                                       batch_size=tf.shape(shapes[0])[0])
+                                       batch_size=tf.shape(shapes[0])[0],
+                                       cut_tensors=tuple(shapes))
             result = balancer.balance_blocks(blocks, losses, context)
             combined = result.combined
             if not isinstance(combined, list | tuple):
@@ -805,6 +840,16 @@ def _for_keras_reduction(logs: dict) -> dict:
             and strategy.extended._in_multi_worker_mode()):
         return logs
     return {key: tf.reshape(value, [1]) for key, value in logs.items()}
+
+
+def _unscaled_block(block, scale):
+    """`_unscaled` on a cut-gradient block (None stays None; a factored block's gradient factor
+    is unscaled)."""
+    if block is None:
+        return None
+    if isinstance(block, OuterProductBlock):
+        return block.map(lambda g: _unscaled(g, scale))
+    return _unscaled(block, scale)
 
 
 def _unscaled(gradient, scale) -> tf.Tensor:

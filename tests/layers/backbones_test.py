@@ -153,3 +153,45 @@ def test_invalid_configurations_are_rejected_clearly():
     layer = km.layers.MMoE(num_tasks=2)
     with pytest.raises(ValueError, match="configured for 2 tasks"):
         layer.set_num_tasks(3)
+
+
+@pytest.mark.parametrize(
+    "layer, factored_cut",
+    [
+        (km.layers.SharedBottom([4], num_tasks=2), set()),
+        (km.layers.MMoE(3, [4], num_tasks=3), {0}),
+        (km.layers.CGC(2, 1, [4], num_tasks=2), {0}),
+        (km.layers.PLE(3, 2, 1, [4], num_tasks=3), {0}),
+    ],
+)
+def test_factored_heads_give_the_heads_outputs_and_exact_cut_gradients(layer, factored_cut):
+    import tensorflow as tf
+
+    layer(X)
+    randomise_biases(layer)
+    cut = [tf.constant(c) for c in layer.trunk(X)]
+    outputs, _ = layer.heads(cut)
+    rng = np.random.default_rng(1)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(cut)
+        factored_outputs, _, readouts = layer.factored_heads(cut)
+        directions = [rng.normal(size=o.shape).astype(np.float32) for o in factored_outputs]
+        losses = [tf.reduce_sum(o * d) for o, d in zip(factored_outputs, directions, strict=True)]
+    assert {r.cut_index for task in readouts for r in task} == factored_cut
+    for k, (ours, direct) in enumerate(zip(factored_outputs, outputs, strict=True)):
+        np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-6)
+        with tf.GradientTape() as reference_tape:
+            reference_tape.watch(cut)
+            reference_loss = tf.reduce_sum(layer.heads(cut)[0][k] * directions[k])
+        expected = reference_tape.gradient(reference_loss, cut)
+        got = tape.gradient(losses[k], [*cut, *(r.term for r in readouts[k])])
+        grads = [None if g is None else g.numpy() for g in got[:len(cut)]]
+        for readout, term_grad in zip(readouts[k], got[len(cut):], strict=True):
+            # ∂L_k/∂cut[s] = w ⊗ ∂L_k/∂term, row by row (the readout's promise).
+            outer = readout.weights.numpy()[:, :, None] * term_grad.numpy()[:, None, :]
+            s = readout.cut_index
+            grads[s] = outer if grads[s] is None else grads[s] + outer
+        for s, (g, e) in enumerate(zip(grads, expected, strict=True)):
+            e = np.zeros(cut[s].shape) if e is None else e.numpy()
+            g = np.zeros(cut[s].shape) if g is None else g
+            np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=f"task {k}, cut {s}")

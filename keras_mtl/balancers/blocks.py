@@ -1,0 +1,123 @@
+"""Task gradients at the cut, block by block, in the structure the backbone gives them.
+
+At the representation level, task k's gradient is a list of blocks, one per cut tensor s
+(`blocks[k][s]`). Each block is one of:
+
+- a dense tensor shaped like cut tensor s;
+- `None`: task k does not reach cut tensor s (PLE: task j's input to the last level), an exact
+  zero that is never materialised;
+- an `OuterProductBlock`: task k reads cut tensor s (`[batch, experts, units]`) only through a
+  gated mixture `m_k = Σ_e w_k[b, e] E[b, e, :]` (MMoE eq. 6, PLE eq. 4), so by the chain rule
+  `∂L_k/∂E[b, e, d] = w_k[b, e] · ∂L_k/∂m_k[b, d]`: batch × (experts + units) numbers instead of
+  batch × experts × units.
+
+Every reduction a balancer needs from the matrix `J` (row k = concatenation of `blocks[k]`) is
+computed here from the blocks without building `J`: inner products of outer-product blocks are
+`Σ_b (w_i[b]·w_j[b]) (g_i[b]·g_j[b])`, and the combination `Σ_k c_k J_k` is one pass over the
+cut tensor, the same work plain back-propagation does there. Methods that read individual entries
+call `dense_blocks` first.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+class OuterProductBlock:
+    """`block[b, e, d] = weights[b, e] · grads[b, d]` (row-wise outer products), never built unless
+    `dense()` is called."""
+
+    def __init__(self, weights: tf.Tensor, grads: tf.Tensor):
+        self.weights = tf.cast(weights, grads.dtype)
+        self.grads = grads
+
+    def dense(self) -> tf.Tensor:
+        return self.weights[:, :, None] * self.grads[:, None, :]
+
+    def map(self, fn) -> OuterProductBlock:
+        """The block with `fn` applied to its gradient factor (linear maps such as unscaling)."""
+        return OuterProductBlock(self.weights, fn(self.grads))
+
+
+def dense_block(block, like: tf.Tensor) -> tf.Tensor:
+    """`block` as a tensor shaped like `like` (zeros for `None`)."""
+    if block is None:
+        return tf.zeros_like(like)
+    if isinstance(block, OuterProductBlock):
+        return block.dense()
+    return block
+
+
+def dense_blocks(blocks: list[list], likes: list[tf.Tensor]) -> list[list[tf.Tensor]]:
+    """Every block as a tensor; `likes[s]` gives cut tensor s's shape."""
+    return [[dense_block(b, like) for b, like in zip(row, likes, strict=True)] for row in blocks]
+
+
+def sum_of_squares(tensor: tf.Tensor) -> tf.Tensor:
+    """`‖t‖²` as a reduction of a `[d0, -1]` view, then of its rows: 3.0 ms for a 2048×8×256
+    tensor, against 6.5 ms for a flat dot and 5.8 ms for a flat `reduce_sum` (XLA, this CPU)."""
+    if tensor.shape.rank is not None and tensor.shape.rank >= 2:
+        tensor = tf.reshape(tensor, [tf.shape(tensor)[0], -1])
+        return tf.reduce_sum(tf.reduce_sum(tf.square(tensor), axis=1))
+    return tf.reduce_sum(tf.square(tensor))
+
+
+def _rows(tensor: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(tensor, [tf.shape(tensor)[0], -1])
+
+
+def block_inner(a, b) -> tf.Tensor:
+    """`⟨a, b⟩` of two blocks of the same cut tensor."""
+    if a is None or b is None:
+        return tf.constant(0.0, tf.float32)
+    if isinstance(a, OuterProductBlock) and isinstance(b, OuterProductBlock):
+        return tf.reduce_sum(tf.reduce_sum(a.weights * b.weights, axis=1)
+                             * tf.reduce_sum(a.grads * b.grads, axis=1))
+    if isinstance(b, OuterProductBlock):
+        a, b = b, a
+    if isinstance(a, OuterProductBlock):  # against a dense block: Σ_bed w[b,e] g[b,d] t[b,e,d]
+        return tf.reduce_sum(a.weights * tf.einsum("bed,bd->be", b, a.grads))
+    if a is b:
+        return sum_of_squares(a)
+    return tf.reduce_sum(tf.reduce_sum(_rows(a) * _rows(b), axis=1))
+
+
+def block_gramian(blocks: list[list]) -> tf.Tensor:
+    """`J Jᵀ` `[K, K]` from the blocks, without building `J`."""
+    num_tasks = len(blocks)
+    entries = {}
+    for i in range(num_tasks):
+        for j in range(i, num_tasks):
+            value = tf.add_n([block_inner(a, b)
+                              for a, b in zip(blocks[i], blocks[j], strict=True)])
+            entries[i, j] = entries[j, i] = value
+    return tf.stack([tf.stack([entries[i, j] for j in range(num_tasks)])
+                     for i in range(num_tasks)])
+
+
+def block_row_norms(blocks: list[list]) -> tf.Tensor:
+    """`‖J_k‖` for every task `[K]`, without building `J`."""
+    return tf.sqrt(tf.stack([tf.add_n([block_inner(b, b) for b in row]) for row in blocks]))
+
+
+def block_weighted_sum(blocks: list[list], weights: tf.Tensor) -> list[tf.Tensor]:
+    """`Σ_k w_k blocks[k][s]` for every cut tensor s, in its own shape. Outer-product blocks of a
+    tensor are summed as `Σ_k (w_k W_k)[b, e] G_k[b, d]`, fused into one pass over it."""
+    weights = tf.unstack(weights)
+    combined = []
+    for s in range(len(blocks[0])):
+        dense_terms, outer_terms = [], []
+        for w, row in zip(weights, blocks, strict=True):
+            block = row[s]
+            if isinstance(block, OuterProductBlock):
+                outer_terms.append((w, block))
+            elif block is not None:
+                dense_terms.append(tf.cast(w, block.dtype) * block)
+        if outer_terms:
+            dense_terms.append(tf.add_n([
+                (tf.cast(w, b.grads.dtype) * b.weights)[:, :, None] * b.grads[:, None, :]
+                for w, b in outer_terms]))
+        if not dense_terms:
+            raise ValueError(f"No task reaches cut tensor {s}: every block is None.")
+        combined.append(tf.add_n(dense_terms))
+    return combined
