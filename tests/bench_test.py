@@ -42,6 +42,11 @@ def test_grid_runs_every_configuration_and_the_embedding_case():
     assert configs == [("cgc", 2, 0), ("cgc", 3, 0), ("cgc", 2, 50_000)]
     # The embedding case runs its own set (ew first, as everywhere).
     assert [r["balancer"] for r in result["runs"][-1]["rows"]] == ["ew", "multibalance", "mgda"]
+    for run in result["runs"]:
+        # ew is timed first and last; its row (the baseline of every ratio) is the faster timing.
+        first, last = run["ew_ms_first_and_last"]
+        assert run["rows"][0]["step_ms"] == pytest.approx(min(first, last))
+        assert run["rows"][0]["ratio_to_ew"] == pytest.approx(1.0)
     table = bench.format_markdown(result)
     assert "| configuration |" in table and "50,000-row embedding table" in table
 

@@ -52,8 +52,10 @@ class MultiTaskModel(keras.Model):
     Training (`train_step`): one forward pass on a tape, per-task losses, then by balancer level:
     - `"losses"`: `Σ_k w_k L_k` back-propagated once.
     - `"representation"`: the heads run on stop-gradient copies of the backbone's cut tensors, so
-      `∂L_k/∂cut` costs only the heads; the balancer combines the `[K, D]` matrix and the result is
-      chained through the trunk in **one** backward pass (`output_gradients`).
+      `∂L_k/∂cut` costs only the heads; the balancer combines the `[K, D]` matrix, given as
+      blocks that stay factored where a gate reads the cut (`Backbone.factored_heads`,
+      `keras_mtl.balancers.blocks`), and the result is chained through the trunk in **one**
+      backward pass (`output_gradients`).
     - `"parameters"`: per-task gradients w.r.t. the shared parameters, each one vector-Jacobian
       product of `∂L_k/∂cut` through the trunk (chain rule, exact), balanced, then applied.
     Task-specific (head) parameters always get `∇ Σ_k w_k L_k`. One `optimizer.apply` per step; a
