@@ -423,6 +423,9 @@ class MultiTaskModel(keras.Model):
                           for g, leaf in zip(blocks, leaves, strict=True)]
             scaled_cut_grads.append(blocks)
             task_head_grads.append(grads[num_leaves:num_leaves + num_heads])
+        for s, leaf in enumerate(leaves):
+            if all(row[s] is None for row in scaled_cut_grads):  # no task reaches this tensor
+                scaled_cut_grads[0][s] = tf.zeros_like(leaf)
         cut_grads = [[_unscaled_block(g, scale) for g in row] for row in scaled_cut_grads]
         if replica is not None and balancer.needs_hessian_term:
             raise NotImplementedError(
