@@ -403,8 +403,12 @@ def _rate(value) -> str:
 
 
 def format_markdown(result: dict) -> str:
+    jobs = result.get("jobs", 1)
+    side_by_side = (f" with {jobs} processes side by side (an experiment's minutes are its own "
+                    "process's)" if jobs > 1 else "")
     out = [f"Machine: {result['machine']['cpu_count']} CPU cores, TensorFlow "
            f"{result['machine']['tensorflow']}; total {result['seconds'] / 60:.0f} min"
+           f"{side_by_side}"
            f"{' (quick mode: tiny budgets, not results)' if result['quick'] else ''}.", ""]
     if "census" in result:
         c = result["census"]

@@ -44,3 +44,26 @@ def test_quality_quick_writes_tables_and_json(tmp_path, capsys):
 def test_unknown_experiment_is_named():
     with pytest.raises(ValueError, match=r"Unknown quality experiment\(s\) \['censsus'\]"):
         quality.run(["censsus"])
+
+
+def test_plan_puts_the_longest_experiment_alone_and_keeps_order():
+    from keras_mtl.quality_parallel import plan
+
+    assert plan(["census", "synthetic", "funnel"], 2) == [["census"], ["synthetic", "funnel"]]
+    assert plan(["funnel", "census"], 1) == [["funnel", "census"]]
+    assert plan(["census", "synthetic", "funnel"], 8) == [["census"], ["synthetic"], ["funnel"]]
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        plan(["census"], 0)
+
+
+def test_a_failing_process_stops_the_others_and_names_its_experiment(tmp_path):
+    from keras_mtl import quality_parallel
+
+    missing = str(tmp_path / "no-census-here.gz")
+    lines = []
+    with pytest.raises(RuntimeError, match=r"(?s)process for census failed.*No census-income file"):
+        quality_parallel.run(["census", "synthetic"], jobs=2, quick=True, census_path=missing,
+                             log=lines.append)
+    # The synthetic process was stopped rather than waited for: its last row never finished
+    # (importing TensorFlow and training two rows takes it far longer than census takes to fail).
+    assert not any("p=0.5 mmoe" in line for line in lines)
