@@ -333,13 +333,18 @@ def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
                     "observed) for every row, ESMM's included."}
 
 
-def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: int | None = None,
-        census_path: str | None = None, balancers: Sequence[str] | None = None,
-        log: Callable[[str], None] = print) -> dict:
+def check_experiments(experiments: Sequence[str]) -> None:
+    """Raises, naming them, if some of `experiments` are not quality experiments."""
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise ValueError(f"Unknown quality experiment(s) {unknown}; expected some of "
                          f"{EXPERIMENTS}.")
+
+
+def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: int | None = None,
+        census_path: str | None = None, balancers: Sequence[str] | None = None,
+        log: Callable[[str], None] = print) -> dict:
+    check_experiments(experiments)
     budgets = dict(QUICK_BUDGETS if quick else DEFAULT_BUDGETS)
     # Quick mode checks every code path on tiny budgets, not every row: one balancer beside ew.
     quick_balancers = ("mgda",)

@@ -51,10 +51,7 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
     names its experiments and ends with its last output."""
     from keras_mtl import quality
 
-    unknown = sorted(set(experiments) - set(quality.EXPERIMENTS))
-    if unknown:  # before any process starts
-        raise ValueError(f"Unknown quality experiment(s) {unknown}; expected some of "
-                         f"{quality.EXPERIMENTS}.")
+    quality.check_experiments(experiments)  # before any process starts
     groups = plan(experiments, jobs)
     if len(groups) <= 1:
         result = quality.run(experiments, quick=quick, seeds=seeds, census_path=census_path,
