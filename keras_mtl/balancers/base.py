@@ -24,6 +24,7 @@ as plain tensors.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, NamedTuple
 
 import keras
@@ -33,6 +34,32 @@ from keras_mtl.balancers.blocks import block_weighted_sum, dense_blocks
 from keras_mtl.balancers.ops import row_norms, weighted_sum
 
 LEVELS = ("losses", "representation", "parameters")
+
+
+def finite_float(value, what: str) -> float:
+    """`value` as a finite Python float; a ValueError naming `what` otherwise (NaN, ±inf, or
+    something that is not a number). Every hyper-parameter a user passes goes through here."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a finite number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}.")
+    return number
+
+
+def finite_floats(values, what: str, low: float | None = None) -> list[float]:
+    """`values` as a list of finite floats (each `>= low` when given); a ValueError naming `what`,
+    the entry and its index otherwise."""
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise ValueError(f"{what} must be a sequence of numbers, got {values!r}.")
+    out = []
+    for i, value in enumerate(values):
+        number = finite_float(value, f"{what}[{i}]")
+        if low is not None and number < low:
+            raise ValueError(f"{what}[{i}] must be >= {low}, got {number} (in {list(values)}).")
+        out.append(number)
+    return out
 
 
 class BalanceContext(NamedTuple):
@@ -106,6 +133,8 @@ class Balancer(keras.layers.Layer):
     needs_post_step_losses: ClassVar[bool] = False
     # True: every result has `combined == shared_weights @ J` (the `every=k` wrapper relies on it).
     is_weighting: ClassVar[bool] = False
+    # True: `balance` accepts a float64 matrix and keeps its precision (`aggregate` passes one on).
+    balances_float64: ClassVar[bool] = False
 
     def build(self, num_tasks, task_names=None, num_segments: int | None = None,
               num_columns: int | None = None):
@@ -131,14 +160,27 @@ class Balancer(keras.layers.Layer):
 
     def check_range(self, argument: str, value: float, low: float, high: float | None = None,
                     high_open: bool = False) -> float:
-        """`value` as a float, or a ValueError naming the balancer, the argument and the range."""
-        value = float(value)
+        """`value` as a float, or a ValueError naming the balancer, the argument and the range.
+
+        NaN and ±inf are refused even where the range is unbounded: NaN fails every comparison
+        (so a plain range check lets it through), and a non-finite hyper-parameter turns the
+        balancer's state non-finite after one step, after which every step is skipped."""
+        value = self.check_finite(argument, value)
         above = value > high or (high_open and value == high) if high is not None else False
         if value < low or above:
             upper = "∞)" if high is None else (f"{high})" if high_open else f"{high}]")
             raise ValueError(f"{self.name_in_registry} {argument} must lie in [{low}, {upper}, "
                              f"got {value}.")
         return value
+
+    def check_finite(self, argument: str, value: float) -> float:
+        """`value` as a finite float, or a ValueError naming the balancer and the argument."""
+        return finite_float(value, f"{self.name_in_registry} {argument}")
+
+    def check_finite_list(self, argument: str, values, low: float | None = None) -> list[float]:
+        """`values` (a sequence of numbers) as finite floats, each `>= low` when `low` is given;
+        a ValueError naming the balancer, the argument and the offending entry otherwise."""
+        return finite_floats(values, f"{self.name_in_registry} {argument}", low)
 
     def check_choice(self, argument: str, value, choices) -> None:
         if value not in choices:
@@ -188,8 +230,15 @@ class Balancer(keras.layers.Layer):
         return ()
 
     def aggregate(self, matrix, losses=None, context: BalanceContext | None = None) -> tf.Tensor:
-        """Functional core: the `[D]` combination of the `[K, D]` `matrix`; state is not changed."""
-        matrix = tf.convert_to_tensor(matrix, tf.float32)
+        """Functional core: the `[D]` combination of the `[K, D]` `matrix`; state is not changed.
+
+        A float64 matrix (a numpy array, say) is balanced in float64 where the method allows it
+        (the Gramian methods: their Gramian and solvers then carry float64's precision); anything
+        else in float32, as in training.
+        """
+        matrix = tf.convert_to_tensor(matrix)
+        if matrix.dtype != tf.float64 or not self.balances_float64:
+            matrix = tf.cast(matrix, tf.float32)
         if not self.built:
             self.build(int(matrix.shape[0]), num_columns=int(matrix.shape[1]))
         if losses is None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_mtl.balancers.gramian import PreferenceWeighting, pseudo_inverse
+from keras_mtl.balancers.gramian import PreferenceWeighting
 from keras_mtl.balancers.registry import register
+from keras_mtl.balancers.solvers import unit_gradient_pseudo_solve
 
 
 @register("config")
@@ -20,18 +21,17 @@ class ConFIG(PreferenceWeighting):
     (`p` a preference vector, default all ones: the same cosine to every task). As a Gramian
     weighting: `Û⁺ = Ûᵀ(ÛÛᵀ)⁺` and `ÛÛᵀ = N⁻¹GN⁻¹` (`N = diag ‖g_i‖`), so
     `d = Jᵀ c`, `c ∝ N⁻¹ (N⁻¹GN⁻¹)⁺ p`. A zero task gradient has a zero unit vector, as in the
-    official code (`nan_to_num`). TorchJD's published output on `[[-4, 1, 1], [6, 1, 1]]`,
-    `[0.1588, 2.0706, 2.0706]`, is ours.
+    official code (`nan_to_num`); with more tasks than independent directions `Û⁺p` is the
+    least-squares solution, as the official `torch.linalg.pinv` gives (see
+    `unit_gradient_pseudo_solve` for the rank cut-off). TorchJD's published output on
+    `[[-4, 1, 1], [6, 1, 1]]`, `[0.1588, 2.0706, 2.0706]`, is ours.
     """
 
     default_preference = "sum"
 
     def weights_from_gramian(self, gram, context):
-        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-        inverse_norms = tf.math.divide_no_nan(tf.ones_like(norms), norms)
-        unit_gram = gram * inverse_norms[:, None] * inverse_norms[None, :]
-        coefficients = inverse_norms * tf.linalg.matvec(pseudo_inverse(unit_gram, 1e-10),
-                                                        self.preference(gram.dtype))
+        coefficients = unit_gradient_pseudo_solve(gram, self.preference(gram.dtype))
         length = tf.sqrt(tf.maximum(tf.einsum("k,kl,l->", coefficients, gram, coefficients), 0.0))
         unit = tf.math.divide_no_nan(coefficients, length)
         return tf.reduce_sum(tf.linalg.matvec(gram, unit)) * unit, ()
+

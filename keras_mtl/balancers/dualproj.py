@@ -15,8 +15,8 @@ class DualProj(DualConeWeighting):
     projection of Quinton & Rey, arXiv 2406.16232, Proposition 1): weights `v = argmin_{v ≥ p} vᵀGv`,
     solved exactly. With `p = 1/K` (default) the update is the mean gradient whenever it conflicts
     with no task; otherwise the closest non-conflicting direction. TorchJD's published output on
-    `[[-4, 1, 1], [6, 1, 1]]` is `[0.5563, 1.1109, 1.1109]`, ours too. Normalisation and
-    regularisation as in `upgrad`. K ≤ 12.
+    `[[-4, 1, 1], [6, 1, 1]]` is `[0.5563, 1.1109, 1.1109]`, ours too. Exact, without TorchJD's
+    regularisation by default (see `upgrad`'s `DualConeWeighting`). Any K.
     """
 
     def weights_from_gramian(self, gram, context):

@@ -22,6 +22,7 @@ class GramianWeighting(Balancer):
     supported_levels: ClassVar[tuple[str, ...]] = ("parameters", "representation")
     default_level: ClassVar[str] = "parameters"
     is_weighting = True
+    balances_float64 = True
 
     def weights_from_gramian(self, gram: tf.Tensor, context) -> tuple[tf.Tensor, tuple]:
         raise NotImplementedError
@@ -52,7 +53,8 @@ class PreferenceWeighting(GramianWeighting):
 
     def __init__(self, pref_vector=None, **kwargs):
         super().__init__(**kwargs)
-        self.pref_vector = None if pref_vector is None else [float(p) for p in pref_vector]
+        self.pref_vector = (None if pref_vector is None
+                            else self.check_finite_list("pref_vector", pref_vector))
 
     def build_state(self, num_tasks):
         if self.pref_vector is not None and len(self.pref_vector) != num_tasks:
@@ -85,3 +87,12 @@ def finite_or_identity(matrices: tf.Tensor) -> tf.Tensor:
     identity = tf.eye(tf.shape(matrices)[-1], batch_shape=tf.shape(matrices)[:-2],
                       dtype=matrices.dtype)
     return tf.where(finite, matrices, identity)
+
+
+def visiting_orders(seed: int, step: tf.Tensor, num_tasks: int) -> tf.Tensor:
+    """`[K, K]`: row i is the order in which task i visits the tasks at this step, drawn from the
+    stateless seed `(seed + i, step)` (reproducible; the same draws for every K)."""
+    step = tf.cast(step, tf.int32)
+    return tf.stack([
+        tf.argsort(tf.random.stateless_uniform([num_tasks], seed=tf.stack([seed + i, step])))
+        for i in range(num_tasks)], axis=0)

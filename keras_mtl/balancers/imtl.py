@@ -5,9 +5,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Weighting
-from keras_mtl.balancers.gramian import GramianWeighting, pseudo_inverse
+from keras_mtl.balancers.gramian import GramianWeighting
 from keras_mtl.balancers.learned import AdamParameter
 from keras_mtl.balancers.registry import register
+from keras_mtl.balancers.solvers import unit_gradient_pseudo_solve
 
 
 @register("imtl_g")
@@ -17,32 +18,26 @@ class IMTLG(GramianWeighting):
     Liu et al., "Towards Impartial Multi-task Learning", ICLR 2021, §3.2: find `g = Σ_k α_k g_k` with
     `Σ α_k = 1` and `⟨g, u_1⟩ = … = ⟨g, u_K⟩` (`u_k = g_k/‖g_k‖`), in closed form
     `α_{2:K} = g_1 Uᵀ (D Uᵀ)⁻¹`, `D = [g_1 − g_k]_k`, `U = [u_1 − u_k]_k`, `α_1 = 1 − Σ_{k≥2} α_k`.
-    Every term is an entry of the Gramian. A pseudo-inverse keeps it finite when `D Uᵀ` is singular
-    (parallel gradients, or a task with a zero gradient, whose unit vector is taken as 0).
-    Scale: α sums to 1, like TorchJD's IMTL-G (its published output on `[[-4, 1, 1], [6, 1, 1]]`
-    is `[0.0767, 1, 1]`, ours too).
+    Equivalently (substitute `α_i = β_i/‖g_i‖`, so `g = Ûᵀβ` and the conditions read `Ĝβ = t·1`
+    with `Ĝ = ÛÛᵀ` the correlation matrix): `β ∝ Ĝ⁺1`, scaled so that `Σ α = 1`. That is the form
+    solved here (`solvers.unit_gradient_pseudo_solve`): scale-free per task, so gradients
+    whose norms differ by 1e8 are balanced as exactly as equal ones, and with more tasks than
+    independent directions it is the least-squares solution (the closed form above, taken with
+    task 1 as reference, breaks down when task 1's gradient is zero, and with a pseudo-inverse cut
+    at float64 rounding it returned ≈ 0 whenever K > rank). A task with a zero gradient (no
+    labelled rows in the batch) gets weight 0 and the others are balanced among themselves; it
+    used to zero the whole update. Scale: α sums to 1, like TorchJD's IMTL-G (its published
+    output on `[[-4, 1, 1], [6, 1, 1]]` is `[0.0767, 1, 1]`, ours too).
     """
 
     def alphas(self, gram):
-        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
-        inv = tf.math.divide_no_nan(tf.ones_like(norms), norms)
-        # ⟨g_a − g_b, u_c − u_d⟩ from G: G[a,c]/n_c − G[a,d]/n_d − G[b,c]/n_c + G[b,d]/n_d.
-        scaled = gram * inv[None, :]  # ⟨g_a, u_c⟩
-        first = scaled[0]  # ⟨g_1, u_c⟩
-        g1_u = first[0] - first[1:]  # g_1 · (u_1 − u_k), k ≥ 2
-        d_u = ((scaled[0:1, 0:1] - scaled[0:1, 1:]) - (scaled[1:, 0:1] - scaled[1:, 1:]))
-        alpha_rest = tf.linalg.matvec(pseudo_inverse_general(d_u), g1_u, transpose_a=True)
-        alpha = tf.concat([[1.0 - tf.reduce_sum(alpha_rest)], alpha_rest], axis=0)
-        return alpha
+        alpha = unit_gradient_pseudo_solve(gram, tf.ones([self.num_tasks], gram.dtype))
+        total = tf.reduce_sum(alpha)
+        return tf.where(tf.abs(total) > 0, alpha / tf.where(tf.abs(total) > 0, total, 1.0),
+                        tf.zeros_like(alpha))
 
     def weights_from_gramian(self, gram, context):
         return self.alphas(gram), ()
-
-
-def pseudo_inverse_general(matrix: tf.Tensor) -> tf.Tensor:
-    """Pseudo-inverse of a square, possibly non-symmetric matrix: `(AᵀA)⁺ Aᵀ`."""
-    return tf.matmul(pseudo_inverse(tf.matmul(matrix, matrix, transpose_a=True)), matrix,
-                     transpose_b=True)
 
 
 @register("imtl_l")

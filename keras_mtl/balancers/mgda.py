@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras_mtl.balancers.gramian import GramianWeighting
 from keras_mtl.balancers.registry import register
-from keras_mtl.balancers.solvers import check_num_tasks, min_norm_weights
+from keras_mtl.balancers.solvers import min_norm_weights
 
 
 @register("mgda")
@@ -20,12 +20,12 @@ class MGDA(GramianWeighting):
     stationary point). Scale: the weights sum to 1 (TorchJD's convention: its published output on
     `[[-4, 1, 1], [6, 1, 1]]` is `[0, 1, 1]`, ours too), so the step is about 1/K of `ew`'s.
     `level="representation"` is Sener & Koltun's MGDA-UB (gradients w.r.t. the shared
-    representation, an upper bound of the parameter-level problem). Solved exactly in-graph (see
-    `min_norm_weights`); K ≤ 12.
+    representation, an upper bound of the parameter-level problem). Solved exactly in-graph by an
+    active-set method on the equilibrated problem (`solvers.min_norm_weights`), so the answer does
+    not depend on the gradients' scale (1e-8 … 1e8 tested) and any K works. Tasks with a zero
+    gradient (no labelled rows in the batch) are left out of the hull: the literal min-norm point
+    would be 0 and stop the shared update on every such batch.
     """
-
-    def build_state(self, num_tasks):
-        check_num_tasks(self.name_in_registry, num_tasks)
 
     def weights_from_gramian(self, gram, context):
         return min_norm_weights(gram), ()

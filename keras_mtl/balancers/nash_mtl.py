@@ -21,7 +21,9 @@ class NashMTL(GramianWeighting):
     so every task's improvement is inversely proportional to its weight. The official code
     approximates it with up to 20 cvxpy/ECOS sequential convex problems; here it is solved to
     convergence by Newton's method on its convex potential (`solvers.power_equation_weights`,
-    with a 1e-6 relative ridge so dependent or zero gradients keep a solution). As in the official
+    on the equilibrated Gramian — the correlation matrix of the task gradients — so badly scaled
+    tasks are solved as exactly as equal ones; a 1e-12 ridge keeps a solution for dependent
+    gradients, and tasks with a zero gradient get weight 0). As in the official
     code and TorchJD, the update is scaled down when `‖d‖ > max_norm` (default 1; 0 disables) —
     the norm is that of the balanced gradient: the shared parameters at the parameter level, the
     representation gradient at the representation level. TorchJD's published output on
@@ -29,7 +31,7 @@ class NashMTL(GramianWeighting):
     `update_weights_every` is the generic wrapper: `balancers.get("nash_mtl", every=k)`.
     """
 
-    def __init__(self, max_norm: float = 1.0, regularization: float = 1e-6, **kwargs):
+    def __init__(self, max_norm: float = 1.0, regularization: float = 1e-12, **kwargs):
         super().__init__(**kwargs)
         self.max_norm = self.check_range("max_norm", max_norm, 0.0)
         self.regularization = self.check_range("regularization", regularization, 0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_mtl.balancers.gramian import GramianWeighting
+from keras_mtl.balancers.gramian import GramianWeighting, visiting_orders
 from keras_mtl.balancers.registry import register
 
 
@@ -17,10 +17,10 @@ class PCGrad(GramianWeighting):
     `g_i' ← g_i' − (⟨g_i', g_j⟩ / ‖g_j‖²) g_j`; the update is `Σ_i g_i'`.
 
     Every projected `g_i'` is a combination of the task gradients, so the whole algorithm runs on
-    coefficient vectors and the Gramian (`⟨c J, g_j⟩ = c G[:, j]`): K² steps on K-vectors,
-    whatever the width of J. The order is drawn per step from a stateless seed `(seed, step)`, so
-    runs are reproducible. With two tasks the order does not matter and no negative inner product
-    remains.
+    coefficient vectors and the Gramian (`⟨c J, g_j⟩ = c G[:, j]`): K steps on K×K coefficient
+    matrices (every task's projection advances at once), whatever the width of J. The order is
+    drawn per step from a stateless seed `(seed, step)`, so runs are reproducible. With two
+    tasks the order does not matter and no negative inner product remains.
     """
 
     def __init__(self, seed: int = 0, **kwargs):
@@ -29,22 +29,25 @@ class PCGrad(GramianWeighting):
 
     def weights_from_gramian(self, gram, context):
         num_tasks = self.num_tasks
-        step = tf.cast(context.step, tf.int32)
-        coefficients = []
-        for i in range(num_tasks):
-            noise = tf.random.stateless_uniform([num_tasks], seed=tf.stack([self.seed + i, step]))
-            order = tf.argsort(noise)
-            c = tf.one_hot(i, num_tasks, dtype=gram.dtype)
-            for position in range(num_tasks):
-                j = order[position]
-                column = tf.gather(gram, j, axis=1)
-                dot = tf.reduce_sum(c * column)
-                norm_sq = tf.gather(column, j)
-                project = (dot < 0.0) & (norm_sq > 0.0) & tf.not_equal(j, i)
-                c = c - tf.where(project, dot / tf.where(norm_sq > 0, norm_sq, 1.0), 0.0) * \
-                    tf.one_hot(j, num_tasks, dtype=gram.dtype)
-            coefficients.append(c)
-        return tf.add_n(coefficients), ()
+        orders = visiting_orders(self.seed, context.step, num_tasks)
+        tasks = tf.range(num_tasks)
+
+        # All K projected gradients advance together, one visit each per iteration: a loop of K
+        # steps on K×K tensors, so the graph (and XLA's compile time) does not grow with K².
+        def visit(position, coefficients):
+            j = orders[:, position]  # the task each projected gradient visits now
+            columns = tf.gather(gram, j, axis=1)  # [k, i] = G[k, j_i]
+            dots = tf.einsum("ik,ki->i", coefficients, columns)
+            norms_sq = tf.gather(tf.linalg.diag_part(gram), j)
+            project = (dots < 0.0) & (norms_sq > 0.0) & tf.not_equal(j, tasks)
+            factor = tf.where(project, dots / tf.where(norms_sq > 0, norms_sq, 1.0), 0.0)
+            return position + 1, coefficients - factor[:, None] * tf.one_hot(j, num_tasks,
+                                                                              dtype=gram.dtype)
+
+        _, coefficients = tf.while_loop(lambda position, c: position < num_tasks, visit,
+                                        (tf.constant(0), tf.eye(num_tasks, dtype=gram.dtype)))
+        return tf.reduce_sum(coefficients, axis=0), ()
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
