@@ -21,11 +21,11 @@ class FairGrad(GramianWeighting):
     fairness, Nash-MTL's equation; α → ∞ is max-min fairness, `G w = 1` (equal improvement of every
     task); α → 0 tends to the utilitarian `w = 1` (plain summed-loss training). Default α = 1.
     TorchJD's published output for α = 1 on `[[-4, 1, 1], [6, 1, 1]]`, `[0.0766, 0.9985, 0.9985]`,
-    is ours. Solved on the equilibrated Gramian (see `power_equation_weights`): a 1e-12 ridge keeps a
-    solution for dependent gradients; tasks with a zero gradient get weight 0.
+    is ours. Solved on the equilibrated Gramian (see `power_equation_weights`), with no ridge by default
+    (`regularization` adds one); tasks with a zero gradient get weight 0.
     """
 
-    def __init__(self, alpha: float = 1.0, regularization: float = 1e-12, **kwargs):
+    def __init__(self, alpha: float = 1.0, regularization: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.alpha = self.check_range("alpha", alpha, 0.0)
         if self.alpha == 0.0:

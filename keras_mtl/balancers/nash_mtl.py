@@ -22,8 +22,9 @@ class NashMTL(GramianWeighting):
     approximates it with up to 20 cvxpy/ECOS sequential convex problems; here it is solved to
     convergence by Newton's method on its convex potential (`solvers.power_equation_weights`,
     on the equilibrated Gramian — the correlation matrix of the task gradients — so badly scaled
-    tasks are solved as exactly as equal ones; a 1e-12 ridge keeps a solution for dependent
-    gradients, and tasks with a zero gradient get weight 0). As in the official
+    tasks are solved as exactly as equal ones; no ridge by default (`regularization` adds
+    one: the Newton system is regular without it, and a ridge of 1e-12 already moved the answer
+    by 1e-6 for nearly opposite tasks), and tasks with a zero gradient get weight 0). As in the official
     code and TorchJD, the update is scaled down when `‖d‖ > max_norm` (default 1; 0 disables) —
     the norm is that of the balanced gradient: the shared parameters at the parameter level, the
     representation gradient at the representation level. TorchJD's published output on
@@ -31,7 +32,7 @@ class NashMTL(GramianWeighting):
     `update_weights_every` is the generic wrapper: `balancers.get("nash_mtl", every=k)`.
     """
 
-    def __init__(self, max_norm: float = 1.0, regularization: float = 1e-12, **kwargs):
+    def __init__(self, max_norm: float = 1.0, regularization: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.max_norm = self.check_range("max_norm", max_norm, 0.0)
         self.regularization = self.check_range("regularization", regularization, 0.0)

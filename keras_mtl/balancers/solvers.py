@@ -30,8 +30,8 @@ iteration solves the equality-constrained problem on the current free set (one b
 frees the bound with the most negative multiplier. It terminates at the exact optimum of the
 (ridged) problem in finitely many iterations — in practice about as many as there are tasks
 that change sides — and accepts a warm start (CAGrad's bisection reuses each solution). Its
-stopping rule is the KKT conditions at a relative tolerance of 1e-12; the tests check the KKT
-residuals of its answers on matrices of K = 2 … 64 tasks, ranks 1 … K and scales 1e-8 … 1e8.
+stopping rule is the KKT conditions, each multiplier's sign decided beyond 1e-12 of the
+magnitude of its own terms; the tests check the KKT residuals of its answers on matrices of K = 2 … 64 tasks, ranks 1 … K and scales 1e-8 … 1e8.
 Cost per iteration: O(K³) for each problem of the batch; there is no enumeration of active sets
 and no limit on K.
 """
@@ -109,7 +109,6 @@ def active_set_qp(quadratic: tf.Tensor, linear: tf.Tensor, start: QPState,
     if max_iterations is None:
         max_iterations = 4 * num_tasks + 20
     fixed = tf.zeros([num_tasks], tf.bool) if fixed is None else fixed
-    tolerance = KKT_TOLERANCE * (1.0 + tf.reduce_max(tf.abs(linear), axis=1))  # [B]
 
     def subproblem(free):
         """The minimiser of the objective with the held bounds as equalities: `[B, K]`, `μ`."""
@@ -140,12 +139,18 @@ def active_set_qp(quadratic: tf.Tensor, linear: tf.Tensor, start: QPState,
         block = tf.one_hot(blocking, num_tasks, on_value=True, off_value=False)
         moved = tf.where(block & ~full[:, None], tf.zeros_like(moved), tf.maximum(moved, 0.0))
         # At the subproblem's minimiser: release the held bound with the most negative multiplier.
-        lagrange = (tf.linalg.matvec(quadratic, target) + linear
-                    + (0.0 if simplex is None else multiplier[:, None] * simplex[None]))
+        border_term = (tf.zeros_like(linear) if simplex is None
+                       else multiplier[:, None] * simplex[None])
+        lagrange = tf.linalg.matvec(quadratic, target) + linear + border_term
+        # A multiplier counts as negative beyond the rounding of its own terms: componentwise,
+        # so tasks whose gradients are 1e8 times shorter than others are decided as exactly.
+        rounding = KKT_TOLERANCE * (tf.linalg.matvec(tf.abs(quadratic), tf.abs(target))
+                                    + tf.abs(linear) + tf.abs(border_term))
         held = ~free & ~fixed[None]
-        candidates = tf.where(held, lagrange, tf.constant(float("inf"), dtype))
+        candidates = tf.where(held & (lagrange < -rounding), lagrange,
+                              tf.constant(float("inf"), dtype))
         release = tf.argmin(candidates, axis=1, output_type=tf.int32)
-        optimal = full & (tf.reduce_min(candidates, axis=1) >= -tolerance)
+        optimal = full & tf.reduce_all(tf.math.is_inf(candidates), axis=1)
         new_free = tf.where(full[:, None],
                             free | (tf.one_hot(release, num_tasks, on_value=True, off_value=False)
                                     & ~optimal[:, None]),
@@ -235,7 +240,7 @@ def dual_cone_weights(gram: tf.Tensor, lower: tf.Tensor) -> tf.Tensor:
     return lower + tf.where(p.active[None], tf.maximum(state.point, 0.0) / p.norms, 0.0)
 
 
-def power_equation_weights(gram: tf.Tensor, alpha: float, regularization: float = RIDGE,
+def power_equation_weights(gram: tf.Tensor, alpha: float, regularization: float = 0.0,
                            iterations: int = 100) -> tf.Tensor:
     """The `w > 0` with `(G w)_i = w_i^{-1/α}` for every task i with a non-zero gradient.
 
@@ -247,8 +252,10 @@ def power_equation_weights(gram: tf.Tensor, alpha: float, regularization: float 
     if it decreases `F` or the residual below), from the
     diagonal solution `β_i = c_i^{α/(1+α)}`, until the relative residual
     `max_i |(Ĝβ)_i β_i^{1/α} / c_i − 1|` is below 1e-12 (quadratic convergence: a handful of
-    steps, at most `iterations`). `regularization · I` on `Ĝ` (default 1e-12) keeps a solution
-    when gradients are linearly dependent. Zero-gradient tasks get weight 0.
+    steps, at most `iterations`). The Newton system `Ĝ + diag(barrier curvature)` is positive
+    definite without a ridge; `regularization · I` on `Ĝ` (default 0) would keep the potential
+    bounded when gradients are linearly dependent — without it the weights may grow along a null
+    direction of `Ĝ`, which leaves the update unchanged. Zero-gradient tasks get weight 0.
     """
     p = equilibrate(gram)
     dtype = gram.dtype
@@ -295,8 +302,8 @@ def power_equation_weights(gram: tf.Tensor, alpha: float, regularization: float 
         first = tf.argmax(tf.cast(accept, tf.int32))
         return (tf.where(tf.reduce_any(accept), tf.gather(candidates, first), beta),)
 
-    start = tf.pow(coefficient, alpha / (1.0 + alpha)) / tf.pow(
-        tf.linalg.diag_part(g), alpha / (1.0 + alpha))
+    diagonal = tf.where(p.active, tf.linalg.diag_part(g), tf.ones_like(coefficient))
+    start = tf.pow(coefficient / diagonal, alpha / (1.0 + alpha))
     beta = tf.while_loop(lambda beta: residual(beta) > KKT_TOLERANCE, newton, (start,),
                          maximum_iterations=iterations)[0]
     weights = tf.where(p.active, tf.pow(scale, -alpha / (1.0 + alpha)) * beta / p.norms,
