@@ -21,7 +21,7 @@ from keras_mtl.features import (  # noqa: E402
     IntegerId,
     Numeric,
 )
-from keras_mtl.models import MultiTaskModel  # noqa: E402
+from keras_mtl.models import MultiTaskModel, load_model  # noqa: E402
 from keras_mtl.tasks import Task  # noqa: E402
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "diagnostics",
     "features",
     "layers",
+    "load_model",
     "metrics",
     "serving",
 ]

@@ -227,6 +227,7 @@ def run(
     embedding_rows: int = 0,
     floor: bool = True,
     optimizer: str = "adam",
+    log=None,
 ) -> dict:
     """Throughput and peak memory of every balancer on one architecture and data set, `ew` first
     as the baseline, plus the parameter-level floor (see the module docstring)."""
@@ -259,6 +260,9 @@ def run(
         memory = _peak_since(start)
         del model
         gc.collect()  # free the model's memory now: the next row's baseline reads it
+        if log is not None:
+            log(f"  {_label(spec)} ({balancer.level}): {1000 * seconds:.1f} ms/step, first step "
+                f"{compile_seconds:.1f} s")
         return balancer.level, seconds, compile_seconds, memory
 
     timed = [(spec, *time_row(spec)) for spec in specs]
@@ -319,8 +323,9 @@ def run_grid(balancers=None, architectures=("mmoe",), task_counts=(4,),
     runs = []
     for architecture, num_tasks, jit_compile in itertools.product(architectures, task_counts,
                                                                   jit_modes):
+        log(f"{architecture}, K = {num_tasks}, XLA {'on' if jit_compile else 'off'}:")
         runs.append(run(balancers, architecture=architecture, num_tasks=num_tasks,
-                        jit_compile=jit_compile, **kwargs))
+                        jit_compile=jit_compile, log=log, **kwargs))
         log(_title(runs[-1]) + f": done ({len(runs[-1]['rows'])} rows)")
     if embedding_rows:
         runs.append(run(embedding_balancers, architecture=architectures[0],
@@ -407,7 +412,8 @@ def format_markdown(result: dict) -> str:
              "timing is the baseline); floor: one forward + K backward passes through the "
              "trunk + one update (parameter-level balancing's unavoidable cost), as a ratio of "
              "bare steps; × floor: a row's × ew over the floor's; memory: peak allocated over "
-             "ew's" + ("" if machine.get("memory_statistics") else
+             "ew's; first step s: seconds of the first call (tracing, XLA compilation and one step)" + (
+                 "" if machine.get("memory_statistics") else
                                         " (not measured: no allocator statistics)") + ".", ""]
     if len(runs) > 1:
         lines += ["| configuration | ew examples/s | losses × ew | ew@repr. | representation "
@@ -431,12 +437,13 @@ def format_markdown(result: dict) -> str:
                    else "")
         lines += [f"**{_title(run_)}**: {c['windows']} windows of {c['steps_per_window']} steps"
                   f"{floor}{ew_note}", "",
-                  "| balancer | level | examples/s | × ew | ms/step | × floor | peak MiB "
-                  "| memory × ew |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| balancer | level | examples/s | × ew | ms/step | first step s | × floor "
+                  "| peak MiB | memory × ew |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in run_["rows"]:
             lines.append(f"| {r['balancer']} | {r['level']} | {r['examples_per_second']:,.0f} | "
                          f"{r['ratio_to_ew']:.2f} | {r['step_ms']:.1f} | "
+                         f"{r['compile_seconds']:.1f} | "
                          f"{_number(r.get('ratio_to_floor'), '.2f')} | "
                          f"{_number(r.get('peak_memory_mb'), ',.1f')} | "
                          f"{_number(r.get('memory_ratio_to_ew'), '.2f')} |")

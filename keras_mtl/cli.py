@@ -190,12 +190,11 @@ def quality(args) -> dict:
 def export(args) -> str:
     import json
 
-    import keras
-
-    import keras_mtl  # noqa: F401  (registers the classes the .keras file names)
+    import keras_mtl  # registers the classes the .keras file names
     from keras_mtl import serving
 
-    model = keras.models.load_model(args.model_path)
+    # keras_mtl.load_model: a truncated/empty file says so instead of Keras' "File not found".
+    model = keras_mtl.load_model(args.model_path)
     exponents = {}
     for item in args.exponent or []:
         task, _, value = item.partition("=")
@@ -220,7 +219,7 @@ def export(args) -> str:
     if args.example_request:
         rows = serving.example_rows(model, num_rows=2, score=score)
         with open(args.example_request, "w") as handle:
-            json.dump(serving.rest_body(rows, contract=contract["inputs"]), handle, indent=1)
+            json.dump(serving.ServingClient.from_export(path).rest_body(rows), handle, indent=1)
         print(f"  example REST body: {args.example_request}")
     return path
 

@@ -83,16 +83,48 @@ def block_inner(a, b) -> tf.Tensor:
 
 
 def block_gramian(blocks: list[list]) -> tf.Tensor:
-    """`J Jᵀ` `[K, K]` from the blocks, without building `J`."""
+    """`J Jᵀ` `[K, K]` from the blocks, without building `J`.
+
+    Vectorised per cut tensor: the dense blocks of all tasks are stacked and multiplied once,
+    and so are the factors of the outer-product blocks (`Σ_b (W_i W_jᵀ)[b] (g_i g_jᵀ)[b]`), so the
+    graph holds a few ops per cut tensor rather than K²/2 pairs (XLA's compile time at K = 32).
+    Only pairs of a dense and an outer-product block of the same tensor (rare: ESMM-style losses)
+    go pair by pair.
+    """
     num_tasks = len(blocks)
-    entries = {}
-    for i in range(num_tasks):
-        for j in range(i, num_tasks):
-            value = tf.add_n([block_inner(a, b)
-                              for a, b in zip(blocks[i], blocks[j], strict=True)])
-            entries[i, j] = entries[j, i] = value
-    return tf.stack([tf.stack([entries[i, j] for j in range(num_tasks)])
-                     for i in range(num_tasks)])
+    dtype = next(b.grads.dtype if isinstance(b, OuterProductBlock) else b.dtype
+                 for row in blocks for b in row if b is not None)
+    total = tf.zeros([num_tasks, num_tasks], dtype)
+    for s in range(len(blocks[0])):
+        column = [row[s] for row in blocks]
+        dense = [k for k, b in enumerate(column) if isinstance(b, tf.Tensor)]
+        outer = [k for k, b in enumerate(column) if isinstance(b, OuterProductBlock)]
+        if dense:
+            rows = tf.stack([tf.reshape(column[k], [-1]) for k in dense])
+            total += _spread(tf.matmul(rows, rows, transpose_b=True), dense, num_tasks)
+        if outer:
+            weights = tf.stack([column[k].weights for k in outer])  # [O, B, E]
+            grads = tf.stack([column[k].grads for k in outer])  # [O, B, D]
+            gram = tf.reduce_sum(tf.einsum("ibe,jbe->ijb", weights, weights)
+                                 * tf.einsum("ibd,jbd->ijb", grads, grads), axis=2)
+            total += _spread(gram, outer, num_tasks)
+        if dense and outer:
+            mixed = tf.stack([tf.stack([block_inner(column[i], column[j]) for j in dense])
+                              for i in outer])
+            cross = _spread_pair(mixed, outer, dense, num_tasks)
+            total += cross + tf.transpose(cross)
+    return total
+
+
+def _spread(gram: tf.Tensor, tasks: list[int], num_tasks: int) -> tf.Tensor:
+    """A Gramian among `tasks` placed in the `[K, K]` one (zeros elsewhere)."""
+    return _spread_pair(gram, tasks, tasks, num_tasks)
+
+
+def _spread_pair(block: tf.Tensor, rows: list[int], columns: list[int], num_tasks: int):
+    place_rows = tf.one_hot(rows, num_tasks, dtype=block.dtype)  # [R, K]
+    place_columns = tf.one_hot(columns, num_tasks, dtype=block.dtype)
+    return tf.matmul(tf.matmul(place_rows, block, transpose_a=True), place_columns)
 
 
 def block_row_norms(blocks: list[list]) -> tf.Tensor:

@@ -30,9 +30,8 @@ class StaticWeighting(Weighting):
 
     def __init__(self, weights: Sequence[float] = (), **kwargs):
         super().__init__(**kwargs)
-        self.weights_ = [float(w) for w in weights]
-        if any(w < 0 for w in self.weights_):
-            raise ValueError(f"static weights must be >= 0, got {self.weights_}.")
+        # Finite and >= 0: a NaN weight would make every step's loss NaN (all steps skipped).
+        self.weights_ = self.check_finite_list("weights", weights, low=0.0)
 
     def build_state(self, num_tasks):
         if len(self.weights_) != num_tasks:

@@ -56,7 +56,7 @@ class GradCraft(Balancer):
         self.beta = self.check_range("beta", beta, 0.0, 1.0, high_open=True)
         self.check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
-        self.rcond = float(rcond)
+        self.rcond = self.check_range("rcond", rcond, 0.0)
 
     def build_state(self, num_tasks):
         self.magnitudes = self.add_weight(shape=(num_tasks,), initializer="zeros",

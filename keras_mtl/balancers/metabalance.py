@@ -47,7 +47,7 @@ class MetaBalance(Balancer):
         self.relax_factor = self.check_range("relax_factor", relax_factor, 0.0, 1.0)
         self.beta = self.check_range("beta", beta, 0.0, 1.0, high_open=True)
         self.target_task = target_task
-        self.epsilon = float(epsilon)
+        self.epsilon = self.check_range("epsilon", epsilon, 0.0)
 
     def build_state(self, num_tasks):
         self.target_index = self.task_index(self.target_task)

@@ -35,9 +35,11 @@ class PLESchedule(Weighting):
         super().__init__(**kwargs)
         if unit not in ("step", "epoch"):
             raise ValueError(f"ple_schedule unit must be 'step' or 'epoch', got {unit!r}.")
-        self.initial_weights = None if initial_weights is None else [float(w) for w in
-                                                                     initial_weights]
-        self.decay = [float(d) for d in decay] if isinstance(decay, Sequence) else float(decay)
+        # Finite numbers only: γ^t with a NaN/inf γ (or ω₀) makes every weight non-finite.
+        self.initial_weights = (None if initial_weights is None
+                                else self.check_finite_list("initial_weights", initial_weights))
+        self.decay = (self.check_finite_list("decay", decay) if isinstance(decay, Sequence)
+                      else self.check_finite("decay", decay))
         decays = self.decay if isinstance(self.decay, list) else [self.decay]
         if any(d <= 0 for d in decays):
             raise ValueError(f"ple_schedule decay must be > 0, got {self.decay}.")

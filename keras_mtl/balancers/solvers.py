@@ -31,9 +31,10 @@ frees the bound with the most negative multiplier. It terminates at the exact op
 (ridged) problem in finitely many iterations — in practice about as many as there are tasks
 that change sides — and accepts a warm start (CAGrad's bisection reuses each solution). Its
 stopping rule is the KKT conditions, each multiplier's sign decided beyond 1e-12 of the
-magnitude of its own terms; the tests check the KKT residuals of its answers on matrices of K = 2 … 64 tasks, ranks 1 … K and scales 1e-8 … 1e8.
-Cost per iteration: O(K³) for each problem of the batch; there is no enumeration of active sets
-and no limit on K.
+magnitude of its own terms. The tests (`tests/balancers/exactness_test.py`) check the KKT
+residuals of its answers on matrices of K = 2 … 64 tasks, ranks 1 … K, norms spread 1e8 : 1
+and scales 1e-8 … 1e8. Cost per iteration: O(K³) for each problem of the batch; there is no
+enumeration of active sets and no limit on K.
 """
 
 from __future__ import annotations

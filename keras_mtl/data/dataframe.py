@@ -9,7 +9,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from keras_mtl.features.spec import FeatureSpec, Numeric, as_feature_spec, string_values
+from keras_mtl.features.spec import (
+    FeatureSpec,
+    Numeric,
+    as_feature_spec,
+    check_numeric_values,
+    string_values,
+)
 from keras_mtl.tasks import Task, validate_tasks
 
 
@@ -27,18 +33,10 @@ def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
         if feature.dtype == "string":
             arrays[feature.name] = string_values(column)
         elif isinstance(feature, Numeric):
-            arrays[feature.name] = _float_column(column, f"Numeric feature {feature.name!r}")
+            arrays[feature.name] = _float_column(column, f"Numeric feature {feature.name!r}",
+                                                 finite=True)
         else:
-            if column.isna().any():
-                row = column.index[column.isna()][0]
-                raise ValueError(f"Integer feature {feature.name!r} has a missing value (row {row!r}).")
-            try:
-                arrays[feature.name] = column.to_numpy(dtype=np.int64)
-            except (TypeError, ValueError):
-                bad = next(v for v in column if not _is_integer(v))
-                raise ValueError(
-                    f"Integer feature {feature.name!r} has non-integer value {bad!r}."
-                ) from None
+            arrays[feature.name] = _integer_column(column, f"Integer feature {feature.name!r}")
     return arrays
 
 
@@ -121,17 +119,47 @@ def batched_columns(columns, batch_size: int, shuffle: bool = False,
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def _float_column(column: pd.Series, what: str) -> np.ndarray:
-    """float32 values; missing ones stay NaN; anything else non-numeric is an error naming it."""
+def _float_column(column: pd.Series, what: str, finite: bool = False) -> np.ndarray:
+    """float32 values; missing ones stay NaN; anything else non-numeric is an error naming it.
+
+    `finite=True` also refuses ±inf and values beyond float32's range (checked in float64, before
+    the cast would turn them into inf): one of them makes its whole batch's loss non-finite, and the
+    step is skipped every epoch.
+    """
     numeric = pd.to_numeric(column, errors="coerce")
     bad = column[numeric.isna() & column.notna()]
     if len(bad):
         raise ValueError(f"{what} has non-numeric value {bad.iloc[0]!r} (row {bad.index[0]!r}).")
-    return numeric.to_numpy(dtype=np.float32)
+    values = numeric.to_numpy(dtype=np.float64)
+    if finite:
+        check_numeric_values(what, values, column.index)
+    return values.astype(np.float32)
 
 
-def _is_integer(value) -> bool:
-    try:
-        return float(value) == int(value)
-    except (TypeError, ValueError):
-        return False
+def _integer_column(column: pd.Series, what: str) -> np.ndarray:
+    """int64 values of an id/code column; a missing, non-numeric or non-integral value is an error.
+
+    A float such as 7.9 is refused rather than truncated to 7: it would silently share an embedding
+    row with id 7, and usually means the column is not what the spec says.
+    """
+    if column.isna().any():
+        row = column.index[column.isna()][0]
+        raise ValueError(f"{what} has a missing value (row {row!r}).")
+    if column.dtype.kind in "iub":
+        return column.to_numpy(dtype=np.int64)
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = column[numeric.isna()]
+    if len(bad):
+        raise ValueError(f"{what} has non-integer value {bad.iloc[0]!r} (row {bad.index[0]!r}).")
+    if numeric.dtype.kind in "iu":
+        return numeric.to_numpy(dtype=np.int64)
+    values = numeric.to_numpy(dtype=np.float64)
+    integral = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 63)
+    if not integral.all():
+        first = int(np.argmax(~integral))
+        raise ValueError(
+            f"{what} has non-integral value {float(values[first])!r} at row {column.index[first]!r} "
+            f"({int((~integral).sum())} of {len(values)} rows); expected whole numbers (ids are not "
+            "rounded or truncated: fix the column, or declare it Numeric if it is a quantity)."
+        )
+    return values.astype(np.int64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -22,6 +24,8 @@ class FeatureEncoder(keras.layers.Layer):
     Categorical features use `StringLookup`/`IntegerLookup`, hashed ones `Hashing`; both are lookup
     tables that XLA cannot compile, so a model with them trains without `jit_compile` (Keras' "auto"
     does this by itself). `IntegerId` and `Numeric` features are plain arithmetic and compile.
+    A numeric input that is missing or non-finite sits at the training mean (0), and standardised
+    numerics are clipped to the training range (`Numeric`), so a stray value cannot overflow.
 
     Output: `[batch, sum(embedding_dim) + num_numeric]`, float32, in the spec's feature order.
     """
@@ -84,13 +88,7 @@ class FeatureEncoder(keras.layers.Layer):
         for feature in self.spec:
             value = self._column(inputs, feature)
             if isinstance(feature, Numeric):
-                value = tf.cast(value, tf.float32)
-                if feature.log1p:
-                    value = tf.math.log1p(tf.maximum(value, 0.0))
-                value = (value - feature.mean) / feature.std
-                # A missing numeric value sits at the mean (0 after standardisation).
-                value = tf.where(tf.math.is_nan(value), tf.zeros_like(value), value)
-                parts.append(value[:, None])
+                parts.append(self._numeric(feature, value)[:, None])
                 continue
             if isinstance(feature, IntegerId):
                 ids = tf.cast(value, tf.int64)
@@ -102,6 +100,25 @@ class FeatureEncoder(keras.layers.Layer):
         # Numerics are standardised in float32; under a mixed precision policy everything then
         # joins the layer's compute dtype (Keras feeds float inputs in it, embeddings output it).
         return tf.concat([tf.cast(p, self.compute_dtype) for p in parts], axis=-1)
+
+    @staticmethod
+    def _numeric(feature: Numeric, value: tf.Tensor) -> tf.Tensor:
+        """The standardised float32 value: non-finite inputs are missing, the rest clipped.
+
+        A missing value (NaN), ±inf, or a value too large for float32 (inf once cast) sits at the
+        mean, 0 after standardisation; every other value is clipped to `feature.standardized_range`
+        (the training range, see `Numeric`), so no input can overflow the layers above into
+        `-inf` or a saturated score. Only `tf.where`/clip: XLA compiles it.
+        """
+        value = tf.cast(value, tf.float32)
+        present = tf.math.is_finite(value)
+        value = tf.where(present, value, tf.zeros_like(value))
+        if feature.log1p:
+            value = tf.math.log1p(tf.maximum(value, 0.0))
+        std = feature.std if feature.std > 0 and math.isfinite(feature.std) else 1.0
+        low, high = feature.standardized_range
+        value = tf.clip_by_value((value - feature.mean) / std, low, high)
+        return tf.where(present & ~tf.math.is_nan(value), value, tf.zeros_like(value))
 
     def _column(self, inputs, feature):
         if not isinstance(inputs, dict):

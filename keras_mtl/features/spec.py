@@ -9,12 +9,21 @@ that a saved model, an exported SavedModel and a data pipeline all agree on name
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+# The largest finite float32: the model computes in float32, so a larger magnitude becomes ±inf the
+# moment it is cast (before any `log1p`), and one such value makes every loss in its batch non-finite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +50,23 @@ class Feature:
 class Categorical(Feature):
     """A categorical column mapped through a fixed vocabulary to an embedding.
 
-    Values outside the vocabulary share `num_oov` out-of-vocabulary rows of the table, so unseen
-    ids at serving time are scored instead of rejected. `vocabulary=None` means "adapt me":
+    Values outside the vocabulary share `num_oov` out-of-vocabulary (OOV) rows of the table, so
+    unseen ids at serving time are scored instead of rejected. `vocabulary=None` means "adapt me":
     `FeatureSpec.adapt` fills it from data.
+
+    `min_count` (default 2): when adapting, values seen fewer times than this stay out of the
+    vocabulary, so their training rows land on the OOV row. That is what trains the OOV row: with
+    every training value in the vocabulary it would keep its random initial embedding, and an
+    unseen value at serving would be scored through a vector the model never learned (one such
+    value moved a click prediction from 0.12 to 0.38). With the default, an unseen value (and a
+    missing one) is scored like the rare values of training data. A column without any rare value
+    still leaves the OOV row untrained; `FeatureSpec.infer`'s report says how many values went to it.
     """
 
     vocabulary: tuple | None = None
     embedding_dim: int = 8
     num_oov: int = 1
+    min_count: int = 2
     kind: ClassVar[str] = "categorical"
 
     def __post_init__(self):
@@ -98,13 +116,38 @@ class Numeric(Feature):
     """A numeric column, optionally `log1p`-transformed, then standardised with `mean`/`std`.
 
     `log1p` is applied to `max(x, 0)` and suits heavy-tailed counts and amounts. The statistics are
-    those of the transformed value; `FeatureSpec.adapt` computes them from training data.
+    those of the transformed value; `FeatureSpec.adapt` computes them from training data, including
+    `min`/`max`, the training range of the transformed value.
+
+    In the model a missing or non-finite input (NaN, ±inf, or a float64 value beyond float32's range,
+    which becomes inf when cast) counts as missing and sits at the mean (0 after standardisation),
+    and every standardised value is clipped to the training range `[(min - mean) / std,
+    (max - mean) / std]` (±`CLIP_STD` = 10 standard deviations when `min`/`max` are unknown, e.g. a
+    spec written by hand or saved before they were recorded). So a stray `1e38` at serving scores
+    like the largest training value instead of overflowing the network to `-inf` or a saturated
+    score. Training data itself must be finite: `adapt` and `from_dataframe` refuse ±inf and
+    values beyond float32's range.
     """
 
     mean: float = 0.0
     std: float = 1.0
     log1p: bool = False
+    min: float | None = None
+    max: float | None = None
     kind: ClassVar[str] = "numeric"
+    CLIP_STD: ClassVar[float] = 10.0
+
+    def __post_init__(self):
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"Numeric feature {self.name!r} has min {self.min} > max {self.max}.")
+
+    @property
+    def standardized_range(self) -> tuple[float, float]:
+        """The `[low, high]` the standardised value is clipped to (see the class docstring)."""
+        std = self.std if self.std > 0 and math.isfinite(self.std) else 1.0
+        low = -self.CLIP_STD if self.min is None else (self.min - self.mean) / std
+        high = self.CLIP_STD if self.max is None else (self.max - self.mean) / std
+        return float(low), float(high)
 
     @property
     def dtype(self) -> str:
@@ -136,6 +179,8 @@ class FeatureSpec:
             raise ValueError(f"Feature names must be unique; repeated: {duplicates}.")
         if not self.features:
             raise ValueError("A FeatureSpec needs at least one feature.")
+        # Set by `FeatureSpec.infer`: what it decided for each column and why (else None).
+        self.inference_report: InferenceReport | None = None
 
     def __iter__(self):
         return iter(self.features)
@@ -171,6 +216,30 @@ class FeatureSpec:
     def from_config(cls, config: dict[str, Any]) -> FeatureSpec:
         return cls(feature_from_config(c) for c in config["features"])
 
+    def check_not_labels(self, tasks: Iterable) -> None:
+        """Refuses a feature named like a task: the model would read that task's label as an input.
+
+        A label column that slips into the features (e.g. through `FeatureSpec.infer` without
+        `tasks=`) trains the head on its own answer: offline metrics look perfect (click AUC 0.866 →
+        0.998 in one case) and the model is useless at serving, where the label does not exist.
+        `MultiTaskModel` calls this when it is built.
+
+        Args:
+            tasks: `Task` objects or task names.
+
+        Raises:
+            ValueError: naming the feature and the task.
+        """
+        names = [getattr(task, "name", task) for task in tasks]
+        leaked = [name for name in self.names if name in names]
+        if leaked:
+            raise ValueError(
+                f"Feature {leaked[0]!r} has the same name as task {leaked[0]!r} (all such features: "
+                f"{leaked}): the model would train on that task's label as an input (label leakage). "
+                "Leave the label column out of the features (FeatureSpec.infer(frame, tasks=tasks) "
+                "does), or rename the feature if it is a different quantity."
+            )
+
     @classmethod
     def infer(
         cls,
@@ -179,83 +248,256 @@ class FeatureSpec:
         categorical: Sequence[str] = (),
         numeric: Sequence[str] = (),
         max_vocabulary: int = 10_000,
-        min_count: int = 1,
+        min_count: int | None = None,
+        tasks: Sequence = (),
+        verbose: bool = False,
     ) -> FeatureSpec:
-        """A spec inferred from a DataFrame's dtypes and adapted to it in one pass.
+        """A spec inferred from a DataFrame's dtypes and column names, adapted to it in one pass.
 
-        Rules (override any column with `categorical=` / `numeric=`; leave labels out with
-        `exclude=`):
+        Rules (override any column with `categorical=` / `numeric=`; leave columns out with
+        `exclude=`, and label columns with `tasks=`, `Task` objects or names):
         - strings, objects, pandas categoricals and booleans-as-objects → `Categorical` with the
           column's vocabulary when it has at most `max_vocabulary` distinct values, else `Hashed`
           into 4× as many bins as distinct values (capped at 2²⁰);
-        - integer columns named like ids (`id`, `*_id`, `*Id`) → the same categorical rules over
-          the integer values; other integers, floats and booleans → `Numeric`;
+        - integer columns whose *name* marks them as ids or codes → the same categorical rules over
+          the integer values. The names: `id`, `*_id`, `*Id`, `categorical_*`, `cat_*`, and field
+          ids made of digits and underscores (`101`, `109_14`), as Ali-CCP and AliExpress ship
+          their categorical fields: integer codes whose magnitude means nothing;
+        - other integers, floats and booleans → `Numeric`. The rule is by name, not by the number
+          of distinct values, because small counts (`session_count` with 5 values) are
+          quantities, and a large code field is still a code;
         - numeric columns that are non-negative and heavy-tailed (skewness > 2, e.g. counts,
           prices, durations) get `log1p`;
         - embedding width `6 · cardinality^¼` rounded, within [4, 64] (a common rule of thumb).
+
+        What was decided for each column, and why, is on the result as `spec.inference_report`
+        (an `InferenceReport`: `print(spec.inference_report)` shows a table of column, dtype,
+        distinct values, decision and reason; `.to_frame()` gives a DataFrame); it is also logged
+        at INFO level to `keras_mtl.features.spec`, and printed when `verbose=True`. Read it before
+        training: a code column read as a number, or a label read as a feature, shows up there.
         """
         import pandas as pd
 
         frame = pd.DataFrame(frame)
-        unknown = sorted((set(exclude) | set(categorical) | set(numeric)) - set(frame.columns))
+        unknown = sorted((set(exclude) | set(categorical) | set(numeric)) - set(frame.columns),
+                         key=str)
         if unknown:
             raise KeyError(f"Columns {unknown} are not in the DataFrame; columns: "
                            f"{list(frame.columns)}.")
-        both = sorted(set(categorical) & set(numeric))
+        both = sorted(set(categorical) & set(numeric), key=str)
         if both:
             raise ValueError(f"Columns {both} are listed as both categorical and numeric.")
-        features = []
+        task_names = [getattr(task, "name", task) for task in tasks]
+        features, rows = [], []
         for name in frame.columns:
-            if name in exclude:
-                continue
             column = frame[name]
+            distinct = int(column.nunique(dropna=True))
+            if name in task_names:
+                rows.append(InferenceRow(str(name), str(column.dtype), distinct, "left out",
+                                         f"label of task {name!r} (tasks=)"))
+                continue
+            if name in exclude:
+                rows.append(InferenceRow(str(name), str(column.dtype), distinct, "left out",
+                                         "listed in exclude="))
+                continue
             kind = column.dtype.kind
             is_text = (kind in "OSU" or isinstance(column.dtype, pd.CategoricalDtype)
                        or pd.api.types.is_string_dtype(column.dtype))
-            is_id = name == "id" or name.endswith("_id") or name.endswith("Id")
-            if name in categorical or (name not in numeric and (is_text or (kind in "iu" and is_id))):
-                features.append(_categorical_for(name, column, max_vocabulary))
+            code_pattern = _code_name_pattern(str(name))
+            if name in categorical:
+                reason = "listed in categorical="
+            elif name in numeric:
+                reason = None
+            elif is_text:
+                reason = f"{column.dtype} values are labels, not quantities"
+            elif kind in "iu" and code_pattern:
+                reason = f"integer, and the name matches {code_pattern}: an id/code"
+            else:
+                reason = None
+            if reason is not None:
+                feature = _categorical_for(name, column, max_vocabulary)
+                if isinstance(feature, Hashed):
+                    reason += f"; {distinct} distinct > max_vocabulary={max_vocabulary}, so hashed"
+                features.append(feature)
             elif name in numeric or kind in "iufb":
                 values = _numeric_column(Numeric(name), np.asarray(column, dtype=object)
                                          if is_text else column.to_numpy())
-                features.append(Numeric(name, log1p=_heavy_tailed(values)))
+                heavy = _heavy_tailed(values)
+                features.append(Numeric(name, log1p=heavy))
+                if name in numeric:
+                    reason = "listed in numeric="
+                elif kind in "iu":
+                    reason = ("integer, and the name is not an id/code pattern (pass categorical= "
+                              "if it is a code)")
+                elif kind == "b":
+                    reason = "boolean"
+                elif code_pattern:
+                    reason = (f"float; the name matches {code_pattern} but the dtype is not integer "
+                              "(pass categorical= if it is a code)")
+                else:
+                    reason = "float"
+                if heavy:
+                    reason += "; non-negative with skewness > 2, so log1p"
             else:
                 raise ValueError(f"Column {name!r} has dtype {column.dtype}, which FeatureSpec.infer "
                                  "cannot map; exclude it or list it in categorical=/numeric=.")
-        return cls(features).adapt(frame, min_count=min_count)
+            rows.append(InferenceRow(str(name), str(column.dtype), distinct, "", reason))
+        spec = cls(features).adapt(frame, min_count=min_count)
+        decisions = {f.name: _describe(f, frame[f.name]) for f in spec}
+        spec.inference_report = InferenceReport(
+            tuple(dataclasses.replace(row, decision=decisions[row.column]) if not row.decision
+                  else row for row in rows))
+        logger.info("FeatureSpec.infer decisions:\n%s", spec.inference_report)
+        if verbose:
+            print(spec.inference_report)
+        return spec
 
-    def adapt(self, frame, max_vocabulary: int | None = None, min_count: int = 1) -> FeatureSpec:
+    def adapt(self, frame, max_vocabulary: int | None = None,
+              min_count: int | None = None) -> FeatureSpec:
         """Returns a copy with vocabularies and normalisation statistics computed from `frame`.
+
+        Numeric columns must be finite: ±inf, and values beyond float32's range (which become inf
+        in the model's float32), are refused with the column, the first offending row (the
+        DataFrame's index label) and the number of such rows; stored as a mean they would leave
+        the model unable to learn. NaN is a missing value and is left out of the statistics.
 
         Args:
             frame: a pandas DataFrame (or a mapping of column name to array) of training rows.
             max_vocabulary: keep at most this many of the most frequent values per categorical.
-            min_count: drop categorical values seen fewer times than this.
+            min_count: values of a categorical seen fewer times than this go to the OOV row
+                (which that trains); `None` uses each `Categorical`'s own `min_count` (default 2).
         """
+        index = getattr(frame, "index", None)
         adapted = []
         for feature in self.features:
             if feature.name not in frame:
                 raise KeyError(
                     f"Cannot adapt feature {feature.name!r}: no such column "
-                    f"(columns: {sorted(frame.keys())})."
+                    f"(columns: {sorted(frame.keys(), key=str)})."
                 )
             column = np.asarray(frame[feature.name])
             if isinstance(feature, Categorical):
+                count = feature.min_count if min_count is None else int(min_count)
                 feature = dataclasses.replace(
-                    feature, vocabulary=_vocabulary(column, max_vocabulary, min_count)
+                    feature, min_count=count,
+                    vocabulary=_vocabulary(column, max_vocabulary, count, feature.name),
                 )
             elif isinstance(feature, Numeric):
                 values = _numeric_column(feature, column)
+                check_numeric_values(f"Numeric feature {feature.name!r}", values, index)
                 if feature.log1p:
                     values = np.log1p(np.maximum(values, 0.0))
-                std = float(np.nanstd(values))
-                feature = dataclasses.replace(
-                    feature,
-                    mean=float(np.nanmean(values)),
-                    std=std if std > 0 and math.isfinite(std) else 1.0,
-                )
+                present = values[~np.isnan(values)]
+                if present.size:
+                    std = float(np.std(present))
+                    feature = dataclasses.replace(
+                        feature, mean=float(np.mean(present)),
+                        std=std if std > 0 and math.isfinite(std) else 1.0,
+                        min=float(present.min()), max=float(present.max()),
+                    )
+                else:  # no value at all: every row sits at 0, the "missing" value
+                    feature = dataclasses.replace(feature, mean=0.0, std=1.0, min=None, max=None)
             adapted.append(feature)
         return FeatureSpec(adapted)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceRow:
+    """What `FeatureSpec.infer` decided for one column, and why."""
+
+    column: str
+    dtype: str
+    distinct: int
+    decision: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceReport:
+    """`FeatureSpec.infer`'s decisions, one row per DataFrame column; `str()` is a table."""
+
+    rows: tuple[InferenceRow, ...]
+
+    def __getitem__(self, column: str) -> InferenceRow:
+        for row in self.rows:
+            if row.column == str(column):
+                return row
+        raise KeyError(f"No column {column!r} in the report; columns: {[r.column for r in self.rows]}.")
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def to_frame(self):
+        """The report as a pandas DataFrame (one row per column)."""
+        import pandas as pd
+
+        return pd.DataFrame([dataclasses.asdict(row) for row in self.rows])
+
+    def __str__(self) -> str:
+        header = ("column", "dtype", "distinct", "decision", "reason")
+        table = [header] + [(r.column, r.dtype, str(r.distinct), r.decision, r.reason)
+                            for r in self.rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+        return "\n".join(
+            "  ".join(cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True))
+            + "  " + line[-1] for line in table)
+
+
+# Integer columns whose names mark them as ids or codes (`FeatureSpec.infer`), with the rule's name.
+_CODE_NAMES = (
+    (re.compile(r"^id$|_id$|Id$"), "id / *_id / *Id"),
+    (re.compile(r"^(categorical|cat)_", re.IGNORECASE), "categorical_* / cat_*"),
+    (re.compile(r"^\d+(_\d+)*$"), "a digit field id (101, 109_14)"),
+)
+
+
+def _code_name_pattern(name: str) -> str | None:
+    for pattern, description in _CODE_NAMES:
+        if pattern.search(name):
+            return description
+    return None
+
+
+def _describe(feature: Feature, column) -> str:
+    if isinstance(feature, Categorical):
+        values = column.to_numpy() if column.dtype.kind in "iu" else string_values(column)
+        distinct = len(np.unique(values if column.dtype.kind in "iu" else values[values != ""]))
+        rare = distinct - len(feature.vocabulary)
+        if rare <= 0:
+            return (f"Categorical ({len(feature.vocabulary)} values; none rarer than "
+                    f"min_count={feature.min_count}: OOV row untrained)")
+        return (f"Categorical ({len(feature.vocabulary)} values; {rare} rarer than "
+                f"min_count={feature.min_count} → OOV row)")
+    if isinstance(feature, Hashed):
+        return f"Hashed ({feature.num_bins} bins, {feature.input_dtype})"
+    if isinstance(feature, Numeric):
+        return "Numeric (log1p)" if feature.log1p else "Numeric"
+    return type(feature).__name__
+
+
+def check_numeric_values(what: str, values: np.ndarray, index=None) -> None:
+    """Refuses ±inf and magnitudes beyond float32's range in float64 `values` (NaN is allowed).
+
+    The model computes in float32: a value past ±3.4e38 becomes ±inf when cast, before any
+    `log1p`, so it is refused even for a `log1p` feature whose float64 `log1p` would be small.
+
+    Args:
+        what: how the error names the column, e.g. "Numeric feature 'age'".
+        values: the column as float64.
+        index: the DataFrame's index, to name the row by its label (else by position).
+    """
+    bad = np.abs(values) > FLOAT32_MAX  # False for NaN, True for ±inf
+    if bad.any():
+        first = int(np.argmax(bad))
+        row = index[first] if index is not None else first
+        raise ValueError(
+            f"{what} has value {float(values[first])!r} at row {row!r} ({int(bad.sum())} of "
+            f"{len(values)} rows are ±inf or beyond float32's range ±{FLOAT32_MAX:.3g}); expected "
+            "finite numbers (NaN marks a missing value). Fix or drop those rows before training."
+        )
 
 
 def _categorical_for(name: str, column, max_vocabulary: int) -> Feature:
@@ -306,13 +548,22 @@ def string_values(column) -> np.ndarray:
     return series.where(series.notna(), "").astype(str).to_numpy(dtype=object)
 
 
-def _vocabulary(column: np.ndarray, max_vocabulary: int | None, min_count: int) -> tuple:
+def _vocabulary(column: np.ndarray, max_vocabulary: int | None, min_count: int,
+                name: str = "") -> tuple:
     if column.dtype.kind not in "iu":
         column = string_values(column)
         column = column[column != ""]
     values, counts = np.unique(column, return_counts=True)
     order = np.lexsort((values, -counts))  # most frequent first, ties by value: deterministic
     kept = [values[i] for i in order if counts[i] >= min_count]
+    if not kept and len(values):
+        # An empty vocabulary would leave the column with no embedding but the OOV row (and an
+        # integer column without its dtype): keep every value and say so.
+        warnings.warn(
+            f"Categorical feature {name!r}: no value is seen min_count={min_count} times in the "
+            f"{len(column)} rows; keeping all {len(values)} values (its OOV row stays untrained). "
+            "Consider Hashed for such a column.", UserWarning, stacklevel=4)
+        kept = [values[i] for i in order]
     if max_vocabulary is not None:
         kept = kept[:max_vocabulary]
     if column.dtype.kind in "iu":

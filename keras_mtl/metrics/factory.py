@@ -7,11 +7,13 @@ from typing import Any
 
 import keras
 
+from keras_mtl.metrics.auc import AUC
 from keras_mtl.metrics.gauc import GAUC
 from keras_mtl.metrics.normalized_entropy import NormalizedEntropy
 
 _NAMED = {
-    "auc": lambda name: keras.metrics.AUC(name=name, num_thresholds=1000),
+    # NaN, not 0.0, for a task that saw no labelled row (see keras_mtl.metrics.AUC).
+    "auc": lambda name: AUC(name=name, num_thresholds=1000),
     "rmse": lambda name: keras.metrics.RootMeanSquaredError(name=name),
     "ne": lambda name: NormalizedEntropy(name=name),
 }

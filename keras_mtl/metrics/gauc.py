@@ -24,7 +24,7 @@ class GAUC(keras.metrics.Metric):
 
     Integer group ids map to slot `id mod num_groups` and strings are hashed, so the result is exact
     when there are at most `num_groups` distinct ids in `[0, num_groups)`; beyond that, colliding
-    groups are pooled.
+    groups are pooled. With no group that has both labels, the result is NaN (undefined).
 
     Args:
         group_feature: the feature whose value identifies a row's group (e.g. `"user_id"`). The model
@@ -83,7 +83,10 @@ class GAUC(keras.metrics.Metric):
         valid = (num_pos > 0) & (num_neg > 0)
         auc = tf.math.divide_no_nan(wins, num_pos * num_neg)
         impressions = tf.where(valid, num_pos + num_neg, 0.0)
-        return tf.math.divide_no_nan(tf.reduce_sum(impressions * auc), tf.reduce_sum(impressions))
+        total = tf.reduce_sum(impressions)
+        # No group with both labels: undefined, NaN (0.0 would read as the worst ranking).
+        return tf.where(total > 0, tf.math.divide_no_nan(tf.reduce_sum(impressions * auc), total),
+                        float("nan"))
 
     def get_config(self):
         return {

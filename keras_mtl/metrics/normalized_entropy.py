@@ -15,7 +15,8 @@ class NormalizedEntropy(keras.metrics.Metric):
 
     Lower is better; a model that predicts the base rate everywhere scores 1. Predictions are
     clipped to `[epsilon, 1 - epsilon]`. Streaming: three weighted sums, so it is exact over any
-    number of batches.
+    number of batches. With no (positively weighted) row the result is NaN, not 0: 0 would read
+    as a perfect model.
     """
 
     def __init__(self, name: str = "ne", epsilon: float = 1e-7, **kwargs):
@@ -46,8 +47,9 @@ class NormalizedEntropy(keras.metrics.Metric):
         )
         entropy = -(base_rate * tf.math.log(base_rate)
                     + (1.0 - base_rate) * tf.math.log(1.0 - base_rate))
-        return tf.math.divide_no_nan(tf.math.divide_no_nan(self.log_loss_sum, self.weight_sum),
-                                     entropy)
+        value = tf.math.divide_no_nan(tf.math.divide_no_nan(self.log_loss_sum, self.weight_sum),
+                                      entropy)
+        return tf.where(self.weight_sum > 0, value, float("nan"))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,11 +25,88 @@ from keras_mtl.tasks import Task, validate_tasks
 _ZERO = tf.UnconnectedGradients.ZERO
 
 
-class _EpochCounter(keras.callbacks.Callback):
-    """Keeps the model's epoch variable current so epoch-based balancers see it inside the step."""
+# Why a step was skipped, in the order the step checks (a step is counted under the first).
+SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient", "nonfinite_balancer_state")
+_REASON_WORDS = {"nonfinite_loss": "non-finite loss", "nonfinite_gradient": "non-finite gradient",
+                 "nonfinite_balancer_state": "non-finite balancer state"}
+
+
+class _Counts(keras.metrics.Metric):
+    """A vector of running totals the model reads back itself (label checks, labelled rows).
+
+    A metric, so Keras resets it at every epoch and evaluation and sums it over replicas; the
+    model keeps it out of the logs."""
+
+    def __init__(self, size: int, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.size = int(size)
+        self.counts = self.add_variable((self.size,), initializer="zeros", name="counts")
+
+    def update_state(self, values):
+        self.counts.assign_add(tf.cast(values, self.counts.dtype))
+
+    def result(self):
+        return tf.identity(self.counts)
+
+
+class _TrainingGuard(keras.callbacks.Callback):
+    """What `fit`/`evaluate` check outside the compiled step, at epoch (or evaluation) ends only.
+
+    - The model's epoch counter: `max(counter, epoch)` when an epoch begins (so `initial_epoch`
+      and `BackupAndRestore` resume it), +1 when it ends having trained (an epoch whose every
+      step was skipped leaves it, as a skipped step leaves `optimizer.iterations`). It counts the
+      epochs trained so far whatever the calls look like: `fit(epochs=1)` four times advances it
+      like `fit(epochs=4)`.
+    - Labels outside a task's range, counted in the step (XLA drops `tf.debugging.Assert`):
+      a ValueError naming the task; ESMM children labelled 1 under a parent 0: a warning.
+    - An epoch whose every step was skipped: its logs become NaN (never `loss 0.0`), training
+      stops, and `fit` raises a RuntimeError naming the count and the reasons. The error is
+      raised from `on_train_end`, before later callbacks' (a `BackupAndRestore` backup is kept).
+
+    No batch-level hooks: reading a counter per batch would sync the device and turn off Keras'
+    asynchronous callback dispatch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._in_epoch = False
+        self._snapshot = None
+        self._error = None
+
+    def on_train_begin(self, logs=None):
+        self._error = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.model.epoch.assign(epoch)
+        counter = self.model.epoch
+        counter.assign(max(int(counter.numpy()), int(epoch)))
+        self._in_epoch, self._snapshot = True, None
+
+    def on_test_begin(self, logs=None):
+        # Validation inside fit resets every metric: read the training counts before it does.
+        if self._in_epoch and self._snapshot is None:
+            self._snapshot = self.model._step_report()
+
+    def on_test_end(self, logs=None):
+        self.model._check_labels(self.model._step_report(), "evaluation")
+
+    def on_epoch_end(self, epoch, logs=None):
+        report = self._snapshot or self.model._step_report()
+        self._in_epoch, self._snapshot = False, None
+        self.model._check_labels(report, f"epoch {epoch + 1}")
+        if not (report["steps"] > 0 and report["skipped"] >= report["steps"]):
+            self.model.epoch.assign(int(self.model.epoch.numpy()) + 1)
+            return
+        # Nothing was trained. The logs dict is shared with the callbacks after this one.
+        for key in logs if logs is not None else ():
+            if not key.startswith(("val_", "skipped")):
+                logs[key] = float("nan")
+        self._error = RuntimeError(self.model._all_skipped_message(report, epoch))
+        self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -59,8 +137,11 @@ class MultiTaskModel(keras.Model):
     - `"parameters"`: per-task gradients w.r.t. the shared parameters, each one vector-Jacobian
       product of `∂L_k/∂cut` through the trunk (chain rule, exact), balanced, then applied.
     Task-specific (head) parameters always get `∇ Σ_k w_k L_k`. One `optimizer.apply` per step; a
-    non-finite loss or gradient skips the step (weights, optimizer and balancer state untouched) and
-    counts it in `skipped_steps`.
+    non-finite loss, gradient or new balancer state skips the step (weights, optimizer and balancer
+    state untouched) and counts it in `skipped_steps` and under its reason; FAMO's post-step state
+    update is refused the same way when it is non-finite. An epoch whose every step is skipped
+    logs NaN and makes `fit` raise a RuntimeError. Binary labels other than 0/1 (or missing) are
+    counted in the step and raise a ValueError naming the task at the epoch's (evaluation's) end.
 
     Under a `tf.distribute` strategy with several replicas the balancer sees the global batch:
     losses are global means (counts all-reduced), representation-level task gradients are
@@ -69,7 +150,10 @@ class MultiTaskModel(keras.Model):
     task gradients unscaled, in float32.
 
     Logs: `loss` (Σ_k weight_k·L_k as equal weighting would train it, comparable across
-    balancers), `<task>_loss` (the task's mean loss over its valid rows) and `<task>_<metric>`.
+    balancers), `<task>_loss` (the task's mean loss over its valid rows) and `<task>_<metric>`,
+    NaN for a task without labelled rows; in training also `skipped_steps` and
+    `skipped_nonfinite_{loss,gradient,balancer_state}` (totals over the epoch) and
+    `<task>_weight` (the balancer's weight, averaged over the finite steps with rows of the task).
     """
 
     def __init__(
@@ -87,6 +171,7 @@ class MultiTaskModel(keras.Model):
         self.spec = as_feature_spec(features)
         self.tasks = validate_tasks(tasks)
         self.task_names = [t.name for t in self.tasks]
+        self.spec.check_not_labels(self.task_names)  # a feature named like a task is its label
         self.tower_units = [int(u) for u in tower_units]
         self.tower_activation = tower_activation
         self.dense_embedding_gradients = bool(dense_embedding_gradients)
@@ -116,11 +201,22 @@ class MultiTaskModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.task_loss_trackers = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
         self.task_metrics = [t.build_metrics() for t in self.tasks]
+        # Running totals over the epoch (not means): steps skipped, and why (`SKIP_REASONS`).
         self.skipped_steps = keras.metrics.Sum(name="skipped_steps")
+        self.skip_reason_counters = [keras.metrics.Sum(name=f"skipped_{r}") for r in SKIP_REASONS]
         # The balancer's weight of each task (its shared weights, else its task weights), averaged
-        # over the epoch's finite steps: `history.history["<task>_weight"]` shows them over training.
+        # over the epoch's finite steps where the task had rows (a loss-ratio method's weight of a
+        # task without rows is ~1/0): `history.history["<task>_weight"]` shows them over training.
         self.balance_weight_trackers = [keras.metrics.Mean(name=f"{t.name}_weight")
                                         for t in self.tasks]
+        # Read back by `_TrainingGuard`, never logged: steps run, labels out of range per task,
+        # ESMM children labelled 1 under a parent 0, and each task's metric rows (NaN without).
+        self.step_counter = keras.metrics.Sum(name="steps")
+        self.invalid_label_counts = _Counts(len(self.tasks), name="invalid_labels")
+        self.esmm_violation_counts = _Counts(len(self.tasks), name="esmm_violations")
+        self.labelled_row_counts = _Counts(len(self.tasks), name="labelled_rows")
+        # Epochs trained so far (the current epoch's index during one): epoch-based balancers read
+        # their clock from it inside the step. Advanced by `_TrainingGuard`; saved with the model.
         self.epoch = keras.Variable(0, dtype="int64", trainable=False, name="epoch")
         self._balancer = None
         self.build()
@@ -591,51 +687,72 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------------------ steps
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._count_label_errors(y)
         grads, variables, terms, result = self.compute_gradients(x, y, sample_weight)
         raw_losses = terms[0]
         pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         losses_finite = tf.reduce_all(tf.math.is_finite(raw_losses))
-        finite = losses_finite
+        grads_finite = tf.constant(True)
         for g, _ in pairs:
             values = g.values if isinstance(g, tf.IndexedSlices) else g
-            finite &= tf.reduce_all(tf.math.is_finite(values))
+            grads_finite &= tf.reduce_all(tf.math.is_finite(values))
+        # The balancer's new state is checked like the gradients: a step that would write a
+        # non-finite value into it (a NaN hyper-parameter, an overflowing ratio) is skipped.
+        updates = list(result.updates)
+        state_finite = _all_finite(value for _, value in updates)
 
         balancer = self._balancer
         replica, num_replicas = replica_context()
         if replica is not None:  # one replica's NaN skips the step everywhere
             failures = replica.all_reduce(
                 tf.distribute.ReduceOp.SUM,
-                tf.stack([1.0 - tf.cast(finite, tf.float32),
-                          1.0 - tf.cast(losses_finite, tf.float32)]))
-            finite, losses_finite = tf.unstack(tf.equal(failures, 0.0))
+                tf.stack([1.0 - tf.cast(flag, tf.float32)
+                          for flag in (losses_finite, grads_finite, state_finite)]))
+            losses_finite, grads_finite, state_finite = tf.unstack(tf.equal(failures, 0.0))
+        finite = losses_finite & grads_finite & state_finite
         # A loss-scale optimizer must see overflowing gradients (it halves its scale and skips
-        # the update itself); bad data (a non-finite loss) never reaches any optimizer.
+        # the update itself; the balancer state derived from them is non-finite too and is not
+        # written); bad data (a non-finite loss) and a non-finite state from finite gradients
+        # never reach any optimizer.
         scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
-        self._apply_if(losses_finite if scaled else finite, [g for g, _ in pairs],
+        overflow_only = losses_finite & (state_finite | ~grads_finite)
+        self._apply_if(overflow_only if scaled else finite, [g for g, _ in pairs],
                        [v for _, v in pairs], replica)
         # State updates are selected rather than branched on: the same code then runs on one
         # device and on several (where a branch may not hold cross-replica reductions).
-        updates = list(result.updates)
+        post_finite = tf.constant(True)
         if balancer.needs_post_step_losses:  # FAMO: the updated model's losses, same batch
             logits_after, _, _ = self._forward(x, training=True, detach_cut=False)
             after = self._global_losses(self._task_terms(y, logits_after, sample_weight)[0])
-            updates += balancer.post_step_updates(self._weighted_losses(raw_losses),
-                                                  self._weighted_losses(after))
+            post = list(balancer.post_step_updates(self._weighted_losses(raw_losses),
+                                                   self._weighted_losses(after)))
+            # The update has been applied by now; what can still be refused is the state write.
+            post_finite = tf.reduce_all(tf.math.is_finite(after)) & _all_finite(
+                value for _, value in post)
+            if replica is not None:
+                post_finite = tf.equal(replica.all_reduce(
+                    tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(post_finite, tf.float32)), 0.0)
+            updates += post
+        writes = finite & post_finite
         for variable, value in updates:
-            variable.assign(tf.where(finite, tf.cast(value, variable.dtype), variable))
-        skipped = 1.0 - tf.cast(finite, tf.float32)
-        # Sums over replicas are read back summed: count a skipped step once in all.
-        self.skipped_steps.update_state(skipped / num_replicas)
+            variable.assign(tf.where(writes, tf.cast(value, variable.dtype), variable))
+        # Sums over replicas are read back summed: count a step once in all.
+        share = 1.0 / num_replicas
+        self.step_counter.update_state(share)
+        self.skipped_steps.update_state((1.0 - tf.cast(writes, tf.float32)) * share)
+        reasons = (~losses_finite, losses_finite & ~grads_finite,
+                   losses_finite & grads_finite & (~state_finite | ~post_finite))
+        for counter, reason in zip(self.skip_reason_counters, reasons, strict=True):
+            counter.update_state(tf.cast(reason, tf.float32) * share)
         self._update_metrics(x, terms, finite)
         weights = result.task_weights if result.shared_weights is None else result.shared_weights
         weights = tf.where(finite, tf.cast(weights, tf.float32), 0.0)
-        for tracker, weight in zip(self.balance_weight_trackers, tf.unstack(weights), strict=True):
-            tracker.update_state(weight, sample_weight=tf.cast(finite, tf.float32))
-        logs = self._logs()
-        logs["skipped_steps"] = self.skipped_steps.result()
-        for tracker in self.balance_weight_trackers:
-            logs[tracker.name] = tracker.result()
-        return _for_keras_reduction(logs)
+        has_rows = tf.stack([tf.cast(tf.reduce_sum(w) > 0, tf.float32) for w in terms[2]])
+        keep = tf.cast(finite, tf.float32) * has_rows
+        for tracker, weight, k in zip(self.balance_weight_trackers, tf.unstack(weights),
+                                      tf.unstack(keep), strict=True):
+            tracker.update_state(weight, sample_weight=k)
+        return _for_keras_reduction(self._train_logs())
 
     def _apply_if(self, finite, grads, variables, replica):
         """`optimizer.apply(grads, variables)` on finite steps only (optimizer state untouched
@@ -668,6 +785,7 @@ class MultiTaskModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._count_label_errors(y)
         logits, _, _ = self._forward(x, training=False, detach_cut=False)
         shares, clean, row_weights = self._task_terms(y, logits, sample_weight)
         terms = (self._global_losses(shares), clean, row_weights, logits)
@@ -681,10 +799,12 @@ class MultiTaskModel(keras.Model):
         safe_losses = tf.where(finite, raw_losses, 0.0)
         factors = tf.constant([t.weight for t in self.tasks], tf.float32)
         self.loss_tracker.update_state(tf.reduce_sum(factors * safe_losses), sample_weight=keep)
+        labelled = []
         for k, task in enumerate(self.tasks):
             metric_weight = row_weights[k]
             if task.esmm_parent is not None:  # pCVR is judged where the parent happened
                 metric_weight = metric_weight * tf.cast(clean[task.esmm_parent] > 0.5, tf.float32)
+            labelled.append(tf.reduce_sum(metric_weight) * keep)
             has_rows = tf.cast(tf.reduce_sum(row_weights[k]) > 0, tf.float32)
             self.task_loss_trackers[k].update_state(safe_losses[k], sample_weight=keep * has_rows)
             predictions = task.activation(logits[k])
@@ -701,10 +821,115 @@ class MultiTaskModel(keras.Model):
                     kwargs["groups"] = x[group]
                 metric.update_state(clean[task.name], predictions,
                                     sample_weight=metric_weight * keep, **kwargs)
+        self.labelled_row_counts.update_state(tf.stack(labelled))
 
     def _logs(self):
-        step_only = {id(self.skipped_steps), *map(id, self.balance_weight_trackers)}
-        return {m.name: m.result() for m in self.metrics if id(m) not in step_only}
+        """The running loss, task losses and task metrics. A task that has had no labelled row
+        so far logs NaN for its loss and metrics: Keras' metrics report 0 with no data (`AUC
+        0.0`), which reads as a result."""
+        logs = {self.loss_tracker.name: self.loss_tracker.result()}
+        rows = tf.unstack(self.labelled_row_counts.counts)
+        for k, tracker in enumerate(self.task_loss_trackers):
+            logs[tracker.name] = _mean_or_nan(tracker)
+            for metric in self.task_metrics[k]:
+                value = metric.result()
+                logs[metric.name] = tf.where(rows[k] > 0, value, tf.cast(float("nan"), value.dtype))
+        return logs
+
+    def _train_logs(self):
+        """`_logs` plus the training-only entries: skip counters (totals) and balancer weights."""
+        logs = self._logs()
+        logs[self.skipped_steps.name] = self.skipped_steps.result()
+        for counter in self.skip_reason_counters:
+            logs[counter.name] = counter.result()
+        for tracker in self.balance_weight_trackers:
+            logs[tracker.name] = _mean_or_nan(tracker)
+        return logs
+
+    def get_metrics_result(self):
+        """The logged values (`loss`, task losses and metrics, skip counters, balancer weights),
+        NaN where undefined, read from the metrics' state. Keras uses these for the epoch's
+        logs; outside the step they are read across replicas, so under a distribution strategy
+        they are global (sums), where a step's returned logs hold one replica's values."""
+        return self._train_logs()
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras (3.x) takes `get_metrics_result()` for the epoch's logs only when its keys equal
+        # the step's; evaluate's logs are a subset (no skip counters, no weights): take those.
+        results = self.get_metrics_result()
+        if isinstance(logs, dict) and logs and set(logs) <= set(results):
+            return {key: results[key] for key in logs}
+        return logs
+
+    # ------------------------------------------------------------------------------ checks
+    def _count_label_errors(self, y) -> None:
+        """Counts, per task, labels the task cannot mean (in the step; a few reductions).
+
+        Binary tasks take 0 or 1, NaN or the task's `missing_value` for a missing label; anything
+        else (2, −1, ±inf) is counted. An ESMM task labelled 1 on a row whose parent is 0 (a
+        conversion without a click) is counted separately: the ESMM loss trains that row as a
+        negative. `_TrainingGuard` reads the counts at the epoch's (evaluation's) end and raises.
+        Counting instead of `tf.debugging.assert_*` because XLA drops assertions."""
+        labels = self._labels(y)
+        present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
+        invalid, violations = [], []
+        for task in self.tasks:
+            value, here = labels[task.name], present[task.name]
+            if task.kind == "binary":
+                bad = here & tf.not_equal(value, 0.0) & tf.not_equal(value, 1.0)
+                invalid.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
+            else:  # non-finite regression labels already skip the step (non-finite loss)
+                invalid.append(tf.constant(0.0))
+            if task.esmm_parent is not None:
+                parent = labels[task.esmm_parent]
+                bad = here & present[task.esmm_parent] & tf.equal(value, 1.0) & tf.equal(parent, 0.0)
+                violations.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
+            else:
+                violations.append(tf.constant(0.0))
+        self.invalid_label_counts.update_state(tf.stack(invalid))
+        self.esmm_violation_counts.update_state(tf.stack(violations))
+
+    def _step_report(self) -> dict:
+        """The current epoch's (evaluation's) counts, as Python numbers (one device read)."""
+        return {
+            "steps": float(self.step_counter.result()),
+            "skipped": float(self.skipped_steps.result()),
+            "reasons": {r: float(c.result()) for r, c in zip(SKIP_REASONS, self.skip_reason_counters,
+                                                               strict=True)},
+            "invalid_labels": np.asarray(self.invalid_label_counts.result()),
+            "esmm_violations": np.asarray(self.esmm_violation_counts.result()),
+        }
+
+    def _check_labels(self, report: dict, where: str) -> None:
+        """ValueError for labels outside a task's range; a warning for ESMM violations."""
+        bad = [(t, int(n)) for t, n in zip(self.tasks, report["invalid_labels"], strict=True)
+               if n > 0]
+        if bad:
+            described = "; ".join(f"task {t.name!r} ({t.kind}): {n} label(s) outside {{0, 1}}"
+                                  for t, n in bad)
+            raise ValueError(
+                f"Invalid labels in {where}: {described}. A binary task's labels must be 0 or 1; "
+                "mark a missing label with NaN (or the task's missing_value), not another number."
+            )
+        for task, count in zip(self.tasks, report["esmm_violations"], strict=True):
+            if count > 0:
+                warnings.warn(
+                    f"{where}: {int(count)} row(s) label ESMM task {task.name!r} 1 where its parent "
+                    f"{task.esmm_parent!r} is 0. ESMM trains p({task.esmm_parent} ∧ {task.name}), "
+                    f"so those rows count as negatives; check the join of the two label columns.",
+                    UserWarning, stacklevel=2)
+
+    def _all_skipped_message(self, report: dict, epoch: int) -> str:
+        reasons = ", ".join(f"{int(round(n))} {_REASON_WORDS[r]}"
+                            for r, n in report["reasons"].items() if n > 0)
+        return (
+            f"Epoch {epoch + 1}: all {int(round(report['steps']))} training steps were skipped "
+            f"({reasons}), so nothing was trained; its logs are NaN. Likely causes: ±inf or NaN in "
+            "features or regression labels, a learning rate that made the weights diverge, a "
+            "non-finite balancer hyper-parameter or state, or (mixed precision) a loss scale "
+            "that overflows on every step. `model.compute_gradients(x, y)` on one batch shows "
+            "which losses or gradients are non-finite."
+        )
 
     @property
     def metrics(self):
@@ -713,7 +938,12 @@ class MultiTaskModel(keras.Model):
             *self.task_loss_trackers,
             *[m for metrics in self.task_metrics for m in metrics],
             self.skipped_steps,
+            *self.skip_reason_counters,
             *self.balance_weight_trackers,
+            self.step_counter,
+            self.invalid_label_counts,
+            self.esmm_violation_counts,
+            self.labelled_row_counts,
         ]
 
     # ------------------------------------------------------------------------------ Keras API
@@ -748,12 +978,20 @@ class MultiTaskModel(keras.Model):
         """`keras.Model.fit` plus `balancer=` (a name, instance or config) for this and later runs."""
         if balancer is not None:
             self.set_balancer(balancer)
-        callbacks = [*(callbacks or []), _EpochCounter()]
+        # First, so that its epoch-end work (epoch counter, NaN logs) precedes every other
+        # callback's (BackupAndRestore saves the advanced counter, History records the NaNs).
+        callbacks = [_TrainingGuard(), *(callbacks or [])]
         data = args[0] if args else kwargs.get("x")
         if isinstance(data, tf.data.Dataset):
             # Keras warns that shuffle=True (its default) is ignored for datasets: it is.
             kwargs.setdefault("shuffle", False)
         return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def evaluate(self, *args, callbacks=None, **kwargs):
+        """`keras.Model.evaluate`, checking labels at the end (see `_count_label_errors`)."""
+        if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation has it
+            callbacks = [_TrainingGuard(), *(callbacks or [])]
+        return super().evaluate(*args, callbacks=callbacks, **kwargs)
 
     def get_config(self):
         return {
@@ -771,6 +1009,21 @@ class MultiTaskModel(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _all_finite(tensors) -> tf.Tensor:
+    """True where every floating-point tensor of `tensors` is finite (integers always are)."""
+    finite = tf.constant(True)
+    for tensor in tensors:
+        tensor = tf.convert_to_tensor(tensor)
+        if tensor.dtype.is_floating:
+            finite &= tf.reduce_all(tf.math.is_finite(tensor))
+    return finite
+
+
+def _mean_or_nan(tracker: keras.metrics.Mean) -> tf.Tensor:
+    """A running mean, NaN while it has no weight (Keras' Mean says 0)."""
+    return tf.where(tracker.count > 0, tracker.result(), float("nan"))
 
 
 def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:

@@ -1,6 +1,7 @@
 """Export to TensorFlow Serving and talk to it."""
 
 from keras_mtl.serving.client import (
+    ServingClient,
     grpc_request,
     parse_grpc_response,
     parse_rest_response,
@@ -15,11 +16,13 @@ from keras_mtl.serving.export import (
     input_contract,
     next_version,
     read_contract,
+    resolve_version_path,
 )
 from keras_mtl.serving.score import FeatureTransform, ScoreSpec
 
 __all__ = [
     "DEFAULT_SIGNATURE", "EXPONENTS_INPUT", "EXPONENTS_SIGNATURE", "FeatureTransform", "ScoreSpec",
     "example_rows", "export", "grpc_request", "input_contract", "next_version",
-    "parse_grpc_response", "parse_rest_response", "read_contract", "rest_body",
+    "parse_grpc_response", "parse_rest_response", "read_contract", "resolve_version_path",
+    "rest_body", "ServingClient",
 ]

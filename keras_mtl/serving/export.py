@@ -18,7 +18,16 @@ DEFAULT_SIGNATURE = "serving_default"
 EXPONENTS_SIGNATURE = "score_with_exponents"
 EXPONENTS_INPUT = "score_exponents"
 CONTRACT_FILE = "keras_mtl_signature.json"
+CONTRACT_FORMAT = 2
 WARMUP_FILE = "tf_serving_warmup_requests"
+
+# How a missing value of an input is sent, mirroring `keras_mtl.data.feature_arrays` (training):
+# strings become "" (`string_values`), numerics stay NaN (the encoder puts NaN at the training mean),
+# and integer inputs, which training refuses to read with a missing value, have no encoding.
+MISSING_EMPTY_STRING = "empty_string"
+MISSING_NAN = "nan"
+MISSING_REFUSED = "refuse"
+SCORE_INPUT_KIND = "score_input"
 
 
 def input_contract(model, score: ScoreSpec | None = None) -> dict[str, str]:
@@ -32,6 +41,31 @@ def input_contract(model, score: ScoreSpec | None = None) -> dict[str, str]:
         else:
             contract[transform.feature] = "float32"
     return contract
+
+
+def feature_contract(model, score: ScoreSpec | None = None) -> dict[str, dict]:
+    """Per input of the serving signature: dtype, feature kind and how a missing value is encoded.
+
+    Written next to the SavedModel so that a client can encode a request exactly as
+    `from_dataframe` encoded the training rows (a `None` user id must reach a `Hashed` feature as
+    "", not as "None", or it lands in another embedding row). An input a score transform reads
+    refuses missing values: the model would impute it, but the score would come out NaN.
+    """
+    read_by_score = {t.feature: t.kind for t in (score.transforms if score else ())}
+    features = {}
+    for name, dtype in input_contract(model, score).items():
+        kind = model.spec[name].kind if name in model.spec.names else SCORE_INPUT_KIND
+        if dtype == "string":
+            missing = MISSING_EMPTY_STRING
+        elif kind == Numeric.kind and name not in read_by_score:
+            missing = MISSING_NAN
+        else:
+            missing = MISSING_REFUSED
+        entry = {"dtype": dtype, "kind": kind, "missing": missing}
+        if name in read_by_score:
+            entry["score_transform"] = read_by_score[name]
+        features[name] = entry
+    return features
 
 
 def next_version(base_path: str) -> int:
@@ -80,13 +114,17 @@ def export(
       first), every task's prediction out (probability for binary tasks, value for regression,
       float32 `[batch]`) plus `score` (see `ScoreSpec`).
     - `score_with_exponents`: the same plus `score_exponents`, float32 `[batch or 1, K]` in task
-      order, so a caller can tune the score's exponents per request without a re-export.
+      order, so a caller can tune the score's exponents per request without a re-export. They are
+      checked in the graph (finite, non-negative, K columns, 1 or batch rows): a NaN or negative
+      exponent would otherwise give a NaN score or one above 1, with no error.
 
     Only the layers used for inference are exported: no optimizer, balancer or training-loop
     state. String features keep their lookup tables. `warmup=True` (default: when
     `tensorflow-serving-api` is installed) writes `assets.extra/tf_serving_warmup_requests` from
-    `warmup_rows` (default: placeholder rows built from the spec). The input contract is also
-    written to `assets.extra/keras_mtl_signature.json` for the client helpers.
+    `warmup_rows` (default: placeholder rows built from the spec). The input contract (names,
+    dtypes, feature kinds, missing-value encodings, signatures, outputs) is also written to
+    `assets.extra/keras_mtl_signature.json`, which `ServingClient.from_export` applies to every
+    request.
 
     Returns the version folder's path.
     """
@@ -125,7 +163,8 @@ def export(
         return predict(features, fixed)
 
     def serve_with_exponents(features, score_exponents):
-        return predict(features, score_exponents)
+        batch = tf.shape(features[next(iter(contract))])[0]
+        return predict(features, checked_exponents(score_exponents, batch, task_names))
 
     archive = keras.export.ExportArchive()
     for layer in (model.encoder, model.backbone, *model.towers, *model.logit_layers):
@@ -133,29 +172,61 @@ def export(
     archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[signature])
     archive.add_endpoint(
         EXPONENTS_SIGNATURE, serve_with_exponents,
-        input_signature=[signature, tf.TensorSpec([None, len(task_names)], tf.float32,
-                                                  name=EXPONENTS_INPUT)],
+        # [None, None], not [None, K]: the column count is checked in the graph with a message
+        # that names the input (TF Serving does not check fed shapes against the signature).
+        input_signature=[signature, tf.TensorSpec([None, None], tf.float32, name=EXPONENTS_INPUT)],
     )
     archive.write_out(path, verbose=False)
 
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     with open(os.path.join(extra, CONTRACT_FILE), "w") as handle:
-        json.dump({"inputs": contract, "tasks": task_names, "extra_outputs": extra_outputs,
+        json.dump({"format": CONTRACT_FORMAT, "inputs": contract,
+                   "features": feature_contract(model, score),
+                   "signatures": {DEFAULT_SIGNATURE: {"inputs": list(contract)},
+                                  EXPONENTS_SIGNATURE: {"inputs": [*contract, EXPONENTS_INPUT]}},
+                   "exponents_input": EXPONENTS_INPUT,
+                   "tasks": task_names, "extra_outputs": extra_outputs,
+                   "outputs": [*task_names, *extra_outputs, "score"],
                    "exponents": exponents,
                    "score": score.get_config()}, handle, indent=2)
     if warmup is None:
         warmup = _serving_api_available()
     if warmup:
         write_warmup_requests(os.path.join(extra, WARMUP_FILE),
-                              warmup_rows or example_rows(model, score=score), contract,
+                              warmup_rows or example_rows(model, score=score), read_contract(path),
                               model_name=os.path.basename(os.path.normpath(base_path)))
     return path
 
 
-def write_warmup_requests(path: str, rows: Mapping[str, np.ndarray], contract: Mapping[str, str],
+def checked_exponents(score_exponents: tf.Tensor, batch: tf.Tensor,
+                      task_names: list[str]) -> tf.Tensor:
+    """`score_exponents` after in-graph checks that name it; traced without autograph, so no
+    Python `if` on tensors: every check is a `tf.debugging` op the result depends on."""
+    k = len(task_names)
+    shape = tf.shape(score_exponents)
+    what = f"{EXPONENTS_INPUT} (float32 [1 or batch, {k}], one column per task {task_names})"
+    checks = [
+        tf.debugging.assert_equal(shape[1], k, message=f"{what}: wrong number of columns"),
+        tf.debugging.Assert(
+            tf.logical_or(tf.equal(shape[0], 1), tf.equal(shape[0], batch)),
+            [f"{what}: needs 1 row (one set for the request) or one row per candidate; rows:",
+             shape[0], "batch size:", batch]),
+        tf.debugging.assert_equal(
+            tf.reduce_all(tf.math.is_finite(score_exponents)), True,
+            message=f"{what}: must be finite (NaN or inf would make the score NaN)"),
+        tf.debugging.assert_greater_equal(
+            score_exponents, tf.zeros_like(score_exponents),
+            message=f"{what}: must be non-negative (a negative exponent pushes the score above 1)"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(score_exponents)
+
+
+def write_warmup_requests(path: str, rows: Mapping[str, np.ndarray], contract: Mapping,
                           model_name: str, num_requests: int = 1) -> None:
-    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s built from `rows`."""
+    """TF Serving's warm-up file: a TFRecord of `PredictionLog`s built from `rows`, checked against
+    `contract` (what `read_contract` returns, or its `["inputs"]`) like any client request."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     from keras_mtl.serving.client import grpc_request
@@ -176,6 +247,31 @@ def _serving_api_available() -> bool:
     return True
 
 
-def read_contract(version_path: str) -> dict:
-    with open(os.path.join(version_path, "assets.extra", CONTRACT_FILE)) as handle:
+def resolve_version_path(path: str) -> tuple[str, int | None]:
+    """`(version folder, version)` for a version folder or a model base path; a base path resolves
+    to its newest integer version, the one TF Serving serves by default."""
+    if (os.path.exists(os.path.join(path, "saved_model.pb"))
+            or os.path.exists(os.path.join(path, "assets.extra", CONTRACT_FILE))):
+        name = os.path.basename(os.path.normpath(path))
+        return path, int(name) if re.fullmatch(r"\d+", name) else None
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No exported model at {path!r}: not a folder.")
+    versions = [int(n) for n in os.listdir(path)
+                if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(path, n))]
+    if not versions:
+        raise FileNotFoundError(f"{path!r} holds neither a SavedModel (saved_model.pb) nor integer "
+                                "version folders (1/, 2/, ...); pass what keras_mtl.serving.export "
+                                "wrote.")
+    return os.path.join(path, str(max(versions))), max(versions)
+
+
+def read_contract(path: str) -> dict:
+    """The contract `export` wrote (`assets.extra/keras_mtl_signature.json`) of a version folder, or
+    of the newest version under a model base path."""
+    version_path, _ = resolve_version_path(path)
+    file = os.path.join(version_path, "assets.extra", CONTRACT_FILE)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"{file} is missing: {version_path!r} was not exported by "
+                                "keras_mtl.serving.export, or its assets.extra was not copied.")
+    with open(file) as handle:
         return json.load(handle)

@@ -59,6 +59,27 @@ def test_a_non_finite_gradient_does_not_raise(name):
     assert result.combined.shape == (7,)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_sixty_four_tasks_with_a_zero_one(name):
+    # Industrial rankers train tens of objectives: nothing is refused up to K = 64, the update is
+    # finite and a task without labelled rows (a zero gradient) does not zero it.
+    num_tasks, width = 64, 96
+    rng = np.random.default_rng(64)
+    matrix = rng.normal(size=(num_tasks, width)) * rng.uniform(0.1, 10, size=(num_tasks, 1))
+    matrix[5] = 0.0
+    extra = {"weights": list(np.linspace(0.5, 2.0, num_tasks))} if name == "static" else {}
+    balancer = balancers.get(name, **extra)
+    if balancer.level == "losses":
+        balancer = balancers.get(name, level="parameters", **extra)
+    balancer.build(num_tasks, num_columns=width)
+    losses = tf.constant(rng.uniform(0.1, 2.0, size=num_tasks), tf.float32)
+    result = balancer.balance(tf.constant(matrix, tf.float32), losses, BalanceContext.default())
+    assert result.combined.shape == (width,)
+    assert np.all(np.isfinite(result.combined)) and np.linalg.norm(result.combined) > 0
+    assert result.task_weights.shape == (num_tasks,)
+    assert np.all(np.isfinite(result.task_weights))
+
+
 # Methods whose result depends on which task is which: per-task hyper-parameters or state that
 # the test's fresh balancer does not have, a per-task random order, or a target task (MetaBalance).
 ORDER_DEPENDENT = {"static", "metabalance", "pcgrad", "gradvac", "rlw"}

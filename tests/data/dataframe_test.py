@@ -42,3 +42,23 @@ def test_a_task_without_any_label_is_reported_once():
     sentinel = [km.Task("click"), km.Task("buy", missing_value=-1.0)]
     with pytest.warns(UserWarning, match="'buy'"):
         from_dataframe(frame(buy=[-1.0, -1.0, -1.0]), SPEC, sentinel)
+
+
+def test_non_finite_numbers_are_refused_with_column_and_row():
+    bad = frame(age=[30.0, np.inf, 1e39]).set_axis(["r0", "r1", "r2"])
+    with pytest.raises(ValueError, match=r"Numeric feature 'age' has value inf at row 'r1' \(2 of 3 rows"):
+        from_dataframe(bad, SPEC, TASKS)
+    (x, _), = list(from_dataframe(frame(age=[30.0, np.nan, 3e38]), SPEC, TASKS))  # NaN: missing
+    assert np.isnan(x["age"].numpy()[1]) and np.isfinite(x["age"].numpy()[2])
+
+
+def test_non_integral_ids_are_refused_not_truncated():
+    with pytest.raises(ValueError, match=r"Integer feature 'item' has non-integral value 7.9 at row 1 "
+                                         r"\(1 of 3 rows\)"):
+        from_dataframe(frame(item=[1.0, 7.9, 3.0]), SPEC, TASKS)
+    with pytest.raises(ValueError, match="'item' has non-integral value inf at row 2"):
+        from_dataframe(frame(item=[1.0, 2.0, np.inf]), SPEC, TASKS)
+    with pytest.raises(ValueError, match="'item' has non-integer value 'x' .row 0"):
+        from_dataframe(frame(item=["x", 2, 3]), SPEC, TASKS)
+    (x, _), = list(from_dataframe(frame(item=[1.0, 2.0, 3.0]), SPEC, TASKS))  # whole floats are fine
+    assert x["item"].numpy().tolist() == [1, 2, 3]

@@ -71,3 +71,47 @@ def test_bad_requests_name_the_columns():
         FeatureSpec.infer(data.assign(when=pd.Timestamp("2024-01-01")), exclude=["click"])
     with pytest.raises(ValueError, match="'country' has a non-numeric value"):
         FeatureSpec.infer(data, exclude=["click"], numeric=["country"])
+
+
+def test_task_columns_are_left_out():
+    data = frame()
+    spec = FeatureSpec.infer(data, tasks=[Task("click")])
+    assert "click" not in spec.names and "price" in spec.names
+    assert FeatureSpec.infer(data, tasks=["click"], exclude=["score"]).names == [
+        n for n in spec.names if n != "score"]
+    assert spec.inference_report["click"].decision == "left out"
+    assert "label of task 'click'" in spec.inference_report["click"].reason
+
+
+def test_integer_codes_are_categorical_by_name():
+    n = 300
+    codes = pd.DataFrame({
+        "101": RNG.integers(0, 40, n),             # Ali-CCP field ids
+        "109_14": RNG.integers(0, 6, n),
+        "categorical_1": RNG.integers(0, 9, n),    # AliExpress
+        "item_id": RNG.integers(0, 20, n),
+        "session_count": RNG.integers(0, 5, n),    # a small count is still a quantity
+        "numerical_1": RNG.normal(size=n),
+    })
+    spec = FeatureSpec.infer(codes)
+    for name in ("101", "109_14", "categorical_1", "item_id"):
+        assert isinstance(spec[name], Categorical) and spec[name].dtype == "int64", name
+    assert isinstance(spec["session_count"], Numeric) and isinstance(spec["numerical_1"], Numeric)
+
+
+def test_inference_report_says_what_was_decided_and_why(capsys, caplog):
+    data = frame()
+    with caplog.at_level("INFO", logger="keras_mtl.features.spec"):
+        spec = FeatureSpec.infer(data, tasks=[Task("click")], verbose=True)
+    report = spec.inference_report
+    assert [row.column for row in report] == list(data.columns)
+    assert report["user_id"].decision.startswith("Categorical") and "*_id" in report["user_id"].reason
+    assert report["session_count"].decision == "Numeric"
+    assert "not an id/code" in report["session_count"].reason
+    assert report["price"].decision == "Numeric (log1p)" and "skewness" in report["price"].reason
+    assert report["country"].distinct == 3 and report["country"].dtype in ("object", "str")
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split() == ["column", "dtype", "distinct", "decision", "reason"]
+    assert all(column in printed for column in data.columns)
+    assert "session_count" in caplog.text
+    assert list(report.to_frame().columns) == ["column", "dtype", "distinct", "decision", "reason"]

@@ -254,8 +254,13 @@ def test_a_non_finite_batch_is_skipped_without_touching_state():
     weights = [np.asarray(v) for v in model.weights]
     optimizer_state = [np.asarray(v) for v in model.optimizer.variables]
     bad = dict(y, watch_time=np.full_like(y["watch_time"], np.inf))
-    history = model.fit(x, bad, batch_size=64, epochs=1, verbose=0)
+    # The epoch's only step is skipped: fit says so (and its logs are NaN, not loss 0.0).
+    with pytest.raises(RuntimeError, match=r"all 1 training steps were skipped \(1 non-finite loss\)"):
+        model.fit(x, bad, batch_size=64, epochs=1, verbose=0)
+    history = model.history
     assert history.history["skipped_steps"] == [1.0]
+    assert history.history["skipped_nonfinite_loss"] == [1.0]
+    assert np.isnan(history.history["loss"][0])
     for before, v in zip(weights, model.weights, strict=True):
         np.testing.assert_array_equal(before, np.asarray(v), err_msg=v.path)
     for before, v in zip(optimizer_state, model.optimizer.variables, strict=True):
@@ -282,7 +287,9 @@ def test_famo_updates_its_logits_from_the_same_batch_after_the_step():
     np.testing.assert_allclose(model.balancer.logits.value, -0.1 * np.sign(gradient), rtol=1e-4)
     bad = dict(y, watch_time=np.full_like(y["watch_time"], np.inf))
     logits = np.asarray(model.balancer.logits.value)
-    assert model.fit(x, bad, batch_size=64, epochs=1, verbose=0).history["skipped_steps"] == [1.0]
+    with pytest.raises(RuntimeError, match="training steps were skipped"):
+        model.fit(x, bad, batch_size=64, epochs=1, verbose=0)
+    assert model.history.history["skipped_steps"] == [1.0]
     np.testing.assert_array_equal(model.balancer.logits.value, logits)
 
 
@@ -301,7 +308,7 @@ def test_keras_file_round_trip_restores_weights_optimizer_and_balancer(backbone,
     assert_same_outputs(model.predict(dataset, verbose=0), restored.predict(dataset, verbose=0))
     assert isinstance(restored.balancer, km.balancers.PLESchedule)
     assert restored.balancer.get_config() == model.balancer.get_config()
-    assert int(restored.epoch.numpy()) == 1
+    assert int(restored.epoch.numpy()) == 2  # epochs trained so far
     assert int(restored.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy())
     for a, b in zip(model.optimizer.variables, restored.optimizer.variables, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), err_msg=a.path)
