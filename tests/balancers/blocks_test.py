@@ -59,6 +59,14 @@ def test_gramian_norms_and_combination_match_the_materialised_matrix():
     np.testing.assert_allclose(flat, weights @ matrix, rtol=1e-5, atol=1e-6)
 
 
+def test_vectorised_gramian_of_many_tasks_matches_the_materialised_matrix():
+    # Beyond PAIRWISE_MAX_TASKS the Gramian is formed per cut tensor from stacked blocks; the
+    # mix of outer-product, dense and absent blocks (and an outer-vs-dense pair) is kept.
+    blocks = structured_blocks(1) + structured_blocks(2) + structured_blocks(3)  # K = 9
+    matrix = as_matrix(blocks)
+    np.testing.assert_allclose(block_gramian(blocks), matrix @ matrix.T, rtol=1e-5, atol=1e-4)
+
+
 def test_a_tensor_no_task_reaches_is_an_error_not_a_silent_zero():
     with pytest.raises(ValueError, match="cut tensor 0"):
         block_weighted_sum([[None], [None]], tf.constant([1.0, 1.0]))
