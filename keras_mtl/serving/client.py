@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keras_mtl.serving.export import (
+from keras_mtl.serving.contract import (
     DEFAULT_SIGNATURE,
     EXPONENTS_INPUT,
     EXPONENTS_SIGNATURE,

@@ -12,22 +12,21 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl.features.spec import TF_DTYPES, Categorical, Hashed, IntegerId, Numeric
+from keras_mtl.serving.contract import (  # noqa: F401 (re-exported: the contract's names)
+    CONTRACT_FILE,
+    CONTRACT_FORMAT,
+    DEFAULT_SIGNATURE,
+    EXPONENTS_INPUT,
+    EXPONENTS_SIGNATURE,
+    MISSING_EMPTY_STRING,
+    MISSING_NAN,
+    MISSING_REFUSED,
+    SCORE_INPUT_KIND,
+    WARMUP_FILE,
+    read_contract,
+    resolve_version_path,
+)
 from keras_mtl.serving.score import ScoreSpec
-
-DEFAULT_SIGNATURE = "serving_default"
-EXPONENTS_SIGNATURE = "score_with_exponents"
-EXPONENTS_INPUT = "score_exponents"
-CONTRACT_FILE = "keras_mtl_signature.json"
-CONTRACT_FORMAT = 2
-WARMUP_FILE = "tf_serving_warmup_requests"
-
-# How a missing value of an input is sent, mirroring `keras_mtl.data.feature_arrays` (training):
-# strings become "" (`string_values`), numerics stay NaN (the encoder puts NaN at the training mean),
-# and integer inputs, which training refuses to read with a missing value, have no encoding.
-MISSING_EMPTY_STRING = "empty_string"
-MISSING_NAN = "nan"
-MISSING_REFUSED = "refuse"
-SCORE_INPUT_KIND = "score_input"
 
 
 def input_contract(model, score: ScoreSpec | None = None) -> dict[str, str]:
@@ -247,31 +246,3 @@ def _serving_api_available() -> bool:
     return True
 
 
-def resolve_version_path(path: str) -> tuple[str, int | None]:
-    """`(version folder, version)` for a version folder or a model base path; a base path resolves
-    to its newest integer version, the one TF Serving serves by default."""
-    if (os.path.exists(os.path.join(path, "saved_model.pb"))
-            or os.path.exists(os.path.join(path, "assets.extra", CONTRACT_FILE))):
-        name = os.path.basename(os.path.normpath(path))
-        return path, int(name) if re.fullmatch(r"\d+", name) else None
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"No exported model at {path!r}: not a folder.")
-    versions = [int(n) for n in os.listdir(path)
-                if re.fullmatch(r"\d+", n) and os.path.isdir(os.path.join(path, n))]
-    if not versions:
-        raise FileNotFoundError(f"{path!r} holds neither a SavedModel (saved_model.pb) nor integer "
-                                "version folders (1/, 2/, ...); pass what keras_mtl.serving.export "
-                                "wrote.")
-    return os.path.join(path, str(max(versions))), max(versions)
-
-
-def read_contract(path: str) -> dict:
-    """The contract `export` wrote (`assets.extra/keras_mtl_signature.json`) of a version folder, or
-    of the newest version under a model base path."""
-    version_path, _ = resolve_version_path(path)
-    file = os.path.join(version_path, "assets.extra", CONTRACT_FILE)
-    if not os.path.exists(file):
-        raise FileNotFoundError(f"{file} is missing: {version_path!r} was not exported by "
-                                "keras_mtl.serving.export, or its assets.extra was not copied.")
-    with open(file) as handle:
-        return json.load(handle)
