@@ -7,17 +7,14 @@ from keras_mtl.serving.client import (
     parse_rest_response,
     rest_body,
 )
-from keras_mtl.serving.export import (
+from keras_mtl.serving.contract import (
     DEFAULT_SIGNATURE,
     EXPONENTS_INPUT,
     EXPONENTS_SIGNATURE,
-    example_rows,
-    export,
-    input_contract,
-    next_version,
     read_contract,
     resolve_version_path,
 )
+from keras_mtl.serving.export import example_rows, export, input_contract, next_version
 from keras_mtl.serving.score import FeatureTransform, ScoreSpec
 
 __all__ = [

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl.features.spec import TF_DTYPES, Categorical, Hashed, IntegerId, Numeric
-from keras_mtl.serving.contract import (  # noqa: F401 (re-exported: the contract's names)
+from keras_mtl.serving.contract import (
     CONTRACT_FILE,
     CONTRACT_FORMAT,
     DEFAULT_SIGNATURE,
@@ -24,7 +24,6 @@ from keras_mtl.serving.contract import (  # noqa: F401 (re-exported: the contrac
     SCORE_INPUT_KIND,
     WARMUP_FILE,
     read_contract,
-    resolve_version_path,
 )
 from keras_mtl.serving.score import ScoreSpec
 

@@ -17,14 +17,6 @@ from tests.serving.export_test import SCORE, expected, rest_to_tensors, rows
 SIGNATURE_DTYPES = {"string": tf.string, "int64": tf.int64, "float32": tf.float32}
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    model = small_model("cgc")
-    base = str(tmp_path_factory.mktemp("client") / "ranker")
-    path = serving.export(model, base, score=SCORE)
-    return model, path, tf.saved_model.load(path)
-
-
 def frame_with_missing_values(n=7) -> pd.DataFrame:
     """Rows as a caller holds them: pandas dtypes (float64, int32), missing values, labels."""
     x = rows(n)
@@ -59,8 +51,8 @@ def assert_matches(outputs, wanted):
 
 
 @pytest.mark.parametrize("fmt", ["instances", "inputs"])
-def test_rest_body_with_missing_values_scores_like_training(served, fmt):
-    model, path, loaded = served
+def test_rest_body_with_missing_values_scores_like_training(exported, fmt):
+    model, path, loaded = exported
     client = serving.ServingClient.from_export(path)
     frame = frame_with_missing_values()
     with pytest.warns(UserWarning, match=r"\['click', 'watch_time'\]"):
@@ -72,8 +64,8 @@ def test_rest_body_with_missing_values_scores_like_training(served, fmt):
     assert_matches(signature(**rest_to_tensors(body, signature)), training_expected(model, frame))
 
 
-def test_grpc_request_with_missing_values_scores_like_training(served):
-    model, path, loaded = served
+def test_grpc_request_with_missing_values_scores_like_training(exported):
+    model, path, loaded = exported
     client = serving.ServingClient.from_export(path)
     frame = frame_with_missing_values()
     with pytest.warns(UserWarning, match="click"):
@@ -89,8 +81,8 @@ def test_grpc_request_with_missing_values_scores_like_training(served):
     assert_matches(signature(**inputs), training_expected(model, frame))
 
 
-def test_missing_strings_are_sent_as_training_encodes_them(served):
-    _, path, _ = served
+def test_missing_strings_are_sent_as_training_encodes_them(exported):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     frame = frame_with_missing_values().drop(columns=["click", "watch_time"])
     columns = client.prepare(frame)
@@ -104,8 +96,8 @@ def test_missing_strings_are_sent_as_training_encodes_them(served):
         assert columns[name].dtype == training[name].dtype, name
 
 
-def test_safe_casts_and_column_shapes(served):
-    _, path, _ = served
+def test_safe_casts_and_column_shapes(exported):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     x = rows(3)
     columns = client.prepare({
@@ -146,8 +138,8 @@ def test_safe_casts_and_column_shapes(served):
     (lambda x: {k: v for k, v in x.items() if k not in ("user", "views")}, KeyError,
      r"\['views', 'user'\]"),
 ])
-def test_wrong_requests_are_refused_naming_the_feature(served, change, error, pattern):
-    _, path, _ = served
+def test_wrong_requests_are_refused_naming_the_feature(exported, change, error, pattern):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     bad = change(rows())
     with pytest.raises(error, match=pattern):
@@ -156,8 +148,8 @@ def test_wrong_requests_are_refused_naming_the_feature(served, change, error, pa
         client.grpc_request(bad)
 
 
-def test_from_export_picks_the_newest_version_of_a_base_path(served, tmp_path):
-    _, path, _ = served
+def test_from_export_picks_the_newest_version_of_a_base_path(exported, tmp_path):
+    _, path, _ = exported
     base = tmp_path / "ranker"
     for version in ("3", "12"):  # 12 > 3 numerically, not as text
         shutil.copytree(path, base / version)
@@ -170,8 +162,8 @@ def test_from_export_picks_the_newest_version_of_a_base_path(served, tmp_path):
         serving.ServingClient.from_export(str(base / "notes"))
 
 
-def test_contract_holds_kinds_missing_encodings_and_signatures(served):
-    _, path, _ = served
+def test_contract_holds_kinds_missing_encodings_and_signatures(exported):
+    _, path, _ = exported
     contract = serving.read_contract(path)
     assert contract["features"]["user"] == {"dtype": "string", "kind": "hashed",
                                             "missing": "empty_string"}
@@ -183,8 +175,8 @@ def test_contract_holds_kinds_missing_encodings_and_signatures(served):
     assert contract["outputs"] == ["click", "watch_time", "score"]
 
 
-def test_module_functions_accept_the_client_and_both_contract_dicts(served):
-    _, path, _ = served
+def test_module_functions_accept_the_client_and_both_contract_dicts(exported):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     contract = serving.read_contract(path)
     frame = frame_with_missing_values().drop(columns=["click", "watch_time"])
@@ -218,8 +210,8 @@ BAD_EXPONENTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_EXPONENTS))
-def test_exponent_signature_checks_score_exponents(served, case):
-    _, _, loaded = served
+def test_exponent_signature_checks_score_exponents(exported, case):
+    _, _, loaded = exported
     signature = loaded.signatures[serving.EXPONENTS_SIGNATURE]
     x = rows()
     inputs = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in x.items()}
@@ -228,8 +220,8 @@ def test_exponent_signature_checks_score_exponents(served, case):
 
 
 @pytest.mark.parametrize("case", sorted(BAD_EXPONENTS))
-def test_client_checks_score_exponents(served, case):
-    _, path, _ = served
+def test_client_checks_score_exponents(exported, case):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     with pytest.raises(ValueError, match="score_exponents"):
         client.rest_body(rows(), score_exponents=BAD_EXPONENTS[case])
@@ -241,8 +233,8 @@ def test_client_checks_score_exponents(served, case):
 
 
 @pytest.mark.parametrize("fmt", ["instances", "inputs"])
-def test_client_score_exponents_reach_the_exponent_signature(served, fmt):
-    model, path, loaded = served
+def test_client_score_exponents_reach_the_exponent_signature(exported, fmt):
+    model, path, loaded = exported
     client = serving.ServingClient.from_export(path)
     x = rows()
     body = json.loads(json.dumps(client.rest_body(x, format=fmt, score_exponents={"click": 0.5})))
@@ -259,8 +251,8 @@ def test_client_score_exponents_reach_the_exponent_signature(served, fmt):
         client.rest_body(x, signature_name=serving.EXPONENTS_SIGNATURE)
 
 
-def test_client_parses_answers_in_contract_order(served):
-    _, path, _ = served
+def test_client_parses_answers_in_contract_order(exported):
+    _, path, _ = exported
     client = serving.ServingClient.from_export(path)
     frame = client.parse_rest_response({"outputs": {"score": [0.5], "watch_time": [1.0],
                                                     "click": [0.2]}})
@@ -271,8 +263,8 @@ def test_client_parses_answers_in_contract_order(served):
         client.parse_rest_response({"predictions": [{"click": 0.2, "score": 0.5}]})
 
 
-def test_cli_style_example_request_is_valid(served, tmp_path):
-    model, path, _ = served
+def test_cli_style_example_request_is_valid(exported, tmp_path):
+    model, path, _ = exported
     body = serving.ServingClient.from_export(os.path.dirname(path)).rest_body(
         serving.example_rows(model, num_rows=2, score=SCORE))
     assert len(body["instances"]) == 2 and set(body["instances"][0]) == set(

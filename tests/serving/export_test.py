@@ -145,14 +145,6 @@ def rest_to_tensors(body, signature):
     return {name: tf.constant(columns[name], dtype=specs[name].dtype) for name in specs}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    model = small_model("cgc")
-    base = str(tmp_path_factory.mktemp("export") / "ranker")
-    path = serving.export(model, base, score=SCORE)
-    return model, path, tf.saved_model.load(path)
-
-
 @pytest.mark.parametrize("fmt", ["instances", "inputs"])
 def test_rest_bodies_give_the_same_numbers(exported, fmt):
     model, path, loaded = exported
