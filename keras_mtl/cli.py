@@ -1,5 +1,11 @@
 """`keras-mtl` command line: `keras-mtl train [...]`."""
 
+# Arguments and dispatch only: architectures are `keras_mtl.benchmarks.presets`, `bench` runs
+# `keras_mtl.benchmarks.throughput`, `bench --quality` `keras_mtl.benchmarks.quality` (through
+# `.parallel`); nothing under `keras_mtl.benchmarks` imports this module. TensorFlow, Keras and the
+# benchmarks are imported inside the commands, not here, so that parsing needs none of them
+# (`keras_mtl/__init__.py` still imports TensorFlow on its own, before this module runs).
+
 from __future__ import annotations
 
 import argparse
@@ -10,28 +16,12 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-BACKBONES = ("ple", "cgc", "mmoe", "shared-bottom")
+from keras_mtl.benchmarks.presets import ARCHITECTURES as BACKBONES  # noqa: E402
+
 DATASETS = ("synthetic", "census-income")
 
 
-def make_backbone(name: str, expert_units: list[int], num_experts: int):
-    """The CLI's architecture presets: `num_experts` is the total expert budget of each model."""
-    from keras_mtl import layers
-
-    if name == "ple":
-        return layers.PLE(num_levels=2, shared_experts=max(1, num_experts // 2), task_experts=1,
-                          expert_units=expert_units)
-    if name == "cgc":
-        return layers.CGC(shared_experts=max(1, num_experts // 2), task_experts=1,
-                          expert_units=expert_units)
-    if name == "mmoe":
-        return layers.MMoE(num_experts=num_experts, expert_units=expert_units)
-    if name == "shared-bottom":
-        return layers.SharedBottom(units=expert_units)
-    raise ValueError(f"Unknown model {name!r}; expected one of {BACKBONES}.")
-
-
-def load_dataset(args):
+def load_dataset(args: argparse.Namespace):
     from keras_mtl import datasets
 
     if args.dataset == "synthetic":
@@ -71,10 +61,11 @@ def per_task_rows(results: dict, task_names: list[str]) -> tuple[list[dict], lis
     return rows, columns
 
 
-def train(args) -> dict:
+def train(args: argparse.Namespace) -> dict:
     import keras
 
     import keras_mtl as km
+    from keras_mtl.benchmarks import presets
 
     keras.utils.set_random_seed(args.seed)
     data = load_dataset(args)
@@ -82,12 +73,9 @@ def train(args) -> dict:
     print(f"      {len(data.train)} train / {len(data.validation)} validation / "
           f"{len(data.test)} test rows; tasks: {[t.name for t in data.tasks]}")
     expert_units = [int(u) for u in args.expert_units.split(",")]
-    model = km.MultiTaskModel(
-        features=data.features,
-        tasks=data.tasks,
-        backbone=make_backbone(args.model, expert_units, args.num_experts),
-        tower_units=[int(u) for u in args.tower_units.split(",")],
-    )
+    model = presets.build_model(args.model, data.features, data.tasks, expert_units=expert_units,
+                                num_experts=args.num_experts,
+                                tower_units=[int(u) for u in args.tower_units.split(",")])
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   jit_compile=args.jit_compile)
     balancer = km.balancers.get(args.balancer, **_balancer_args(args.balancer_args))
@@ -110,30 +98,23 @@ def train(args) -> dict:
     return results
 
 
-def bench(args) -> dict:
+def bench(args: argparse.Namespace) -> dict:
     if args.quality:
         return quality(args)
+    from keras_mtl.benchmarks import report
+
     # Peak-memory figures need allocator statistics, which TensorFlow keeps on CPU only with its
-    # BFC allocator; it reads this flag when it first allocates, so this is early enough. The flag
-    # is removed again so that processes started later (e.g. by a test run) do not inherit it.
-    flag = "TF_CPU_ALLOCATOR_USE_BFC"
-    added = flag not in os.environ
-    os.environ.setdefault(flag, "true")
-    try:
+    # BFC allocator: the flag is set before the benchmark allocates anything.
+    with report.cpu_allocator_statistics():
         return _throughput(args)
-    finally:
-        if added:
-            os.environ.pop(flag, None)
 
 
-def _throughput(args) -> dict:
-    from keras_mtl import bench as bench_lib
+def _throughput(args: argparse.Namespace) -> dict:
+    from keras_mtl.benchmarks import report, throughput
 
-    kwargs = dict(batch_size=args.batch_size, experts=args.num_experts, units=args.expert_units,
-                  steps=args.steps, windows=args.windows)
-    if args.quick:
-        kwargs.update(batch_size=min(args.batch_size, 256), experts=4, units=32, steps=3,
-                      windows=2, warmup=1)
+    settings = throughput.settings(batch_size=args.batch_size, experts=args.num_experts,
+                                   units=args.expert_units, steps=args.steps,
+                                   windows=args.windows, quick=args.quick)
     architectures = _choices(args.model, BACKBONES, "--model")
     task_counts = [int(k) for k in args.tasks.split(",")]
     try:
@@ -143,17 +124,16 @@ def _throughput(args) -> dict:
     if "auto" in jit_modes:
         raise SystemExit("--jit-compile: give true, false or true,false for bench.")
     balancers = args.balancers.split(",") if args.balancers else None
-    result = bench_lib.run_grid(balancers, architectures=architectures, task_counts=task_counts,
-                                jit_modes=jit_modes, embedding_rows=args.embedding_rows,
-                                log=lambda line: print(line, flush=True), **kwargs)
-    table = bench_lib.format_markdown(result)
+    result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
+                                 jit_modes=jit_modes, embedding_rows=args.embedding_rows,
+                                 log=lambda line: print(line, flush=True), **settings)
+    table = throughput.format_markdown(result)
     print(table)
     if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table + "\n")
+        report.save_text(table, args.markdown)
         print(f"\nWrote {args.markdown}")
     if args.json:
-        bench_lib.save_json(result, args.json)
+        report.save_json(result, args.json)
         print(f"\nWrote {args.json}")
     return result
 
@@ -166,28 +146,27 @@ def _choices(value: str, allowed, flag: str) -> list[str]:
     return names
 
 
-def quality(args) -> dict:
-    from keras_mtl import quality as quality_lib
-    from keras_mtl import quality_parallel
+def quality(args: argparse.Namespace) -> dict:
+    from keras_mtl.benchmarks import parallel, report
+    from keras_mtl.benchmarks import quality as quality_lib
 
     experiments = args.experiments.split(",") if args.experiments else quality_lib.EXPERIMENTS
     balancers = args.balancers.split(",") if args.balancers else None
-    result = quality_parallel.run(experiments, jobs=args.jobs, quick=args.quick, seeds=args.seeds,
-                                  census_path=args.data_path, balancers=balancers,
-                                  log=lambda line: print(line, flush=True))
+    result = parallel.run(experiments, jobs=args.jobs, quick=args.quick, seeds=args.seeds,
+                          census_path=args.data_path, balancers=balancers,
+                          log=lambda line: print(line, flush=True))
     table = quality_lib.format_markdown(result)
     print("\n" + table)
     if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(table + "\n")
+        report.save_text(table, args.markdown)
         print(f"\nWrote {args.markdown}")
     if args.json:
-        quality_lib.save_json(result, args.json)
+        report.save_json(result, args.json)
         print(f"Wrote {args.json}")
     return result
 
 
-def export(args) -> str:
+def export(args: argparse.Namespace) -> str:
     import json
 
     import keras_mtl  # registers the classes the .keras file names
@@ -313,7 +292,7 @@ def _balancer_args(text: str | None) -> dict:
     return parsed
 
 
-def _jit_flag(value: str):
+def _jit_flag(value: str) -> bool | str:
     lowered = value.lower()
     if lowered in ("auto",):
         return "auto"
@@ -324,7 +303,7 @@ def _jit_flag(value: str):
     raise argparse.ArgumentTypeError(f"--jit-compile takes auto, true or false; got {value!r}.")
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = {"train": train, "bench": bench, "export": export}[args.command]
     try:

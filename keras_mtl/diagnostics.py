@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.models.multi_task_model import _flatten
-
 LEVELS = ("parameters", "representation")
 
 
@@ -19,15 +17,7 @@ def task_gradients(model, x, y, level: str = "parameters", sample_weight=None) -
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
-    with tf.GradientTape(persistent=True) as tape:
-        logits, cut, _ = model._forward(x, training=False, detach_cut=False)
-        losses = model._weighted_losses(model._task_terms(y, logits, sample_weight)[0])
-        per_task = tf.unstack(losses)
-    targets = list(cut) if level == "representation" else model._balanced_variables()
-    rows = [_flatten(tape.gradient(loss, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-            for loss in per_task]
-    del tape
-    return tf.stack(rows)
+    return model.task_gradients(x, y, sample_weight, level=level).as_matrix()
 
 
 def gradient_cosines(model, x, y, level: str = "parameters", sample_weight=None) -> np.ndarray:

@@ -18,6 +18,11 @@ BACKBONES = {
     "mmoe": lambda: km.layers.MMoE(num_experts=3, expert_units=[6, 5]),
     "cgc": lambda: km.layers.CGC(shared_experts=2, task_experts=1, expert_units=[6]),
     "ple": lambda: km.layers.PLE(num_levels=3, shared_experts=2, task_experts=2, expert_units=[6]),
+    # Your own ranker: a Keras trunk (its output is the cut), and a DCN-v2 bottom before experts.
+    "custom": lambda: km.layers.CustomBackbone(keras.Sequential(
+        [keras.layers.Dense(6, activation="relu"), keras.layers.Dense(5, activation="relu")])),
+    "mmoe_cross": lambda: km.layers.MMoE(num_experts=2, expert_units=[6],
+                                         bottom=km.layers.CrossNetwork(2, projection_dim=3)),
 }
 
 

@@ -30,10 +30,10 @@ from typing import ClassVar, NamedTuple
 import keras
 import tensorflow as tf
 
-from keras_mtl.balancers.blocks import block_weighted_sum, dense_blocks
-from keras_mtl.balancers.ops import row_norms, weighted_sum
-
-LEVELS = ("losses", "representation", "parameters")
+from keras_mtl.balancers.linalg import weighted_sum
+from keras_mtl.gradients.blocks import block_weighted_sum, dense_blocks
+from keras_mtl.gradients.layout import GradientLayout
+from keras_mtl.gradients.task_gradients import LEVELS, TaskGradients
 
 
 def finite_float(value, what: str) -> float:
@@ -63,24 +63,16 @@ def finite_floats(values, what: str, low: float | None = None) -> list[float]:
 
 
 class BalanceContext(NamedTuple):
-    """Training-time facts a balancer may use.
+    """Training-time facts a balancer may use besides the task gradients themselves.
 
-    - `step`: optimizer steps taken so far; `epoch`: the current epoch, from 0.
-    - `segment_sizes`: how the columns of the gradient matrix split into tensors (one per shared
-      parameter tensor, or per cut tensor, batch included); `None` means one segment.
-    - `batch_size`: rows in the batch (the leading dimension of every cut tensor), or `None`.
-    - `hessian_term`: for balancers that ask for it (`needs_hessian_term`), the exact
-      `Σ_i H_i (Σ_j g_j - g_i)` over the balanced parameters, flattened like the matrix.
-    - `cut_tensors`: at the representation level, the cut tensors, whose shapes structured blocks
-      (`keras_mtl.balancers.blocks`) take when they are materialised.
+    - `step`: optimizer steps taken so far; `epoch`: the current epoch, from 0 (the clock).
+    - `layout`: how the columns of the gradient matrix split into tensors
+      (`keras_mtl.gradients.GradientLayout`: segment sizes, batch size, cut tensors).
     """
 
     step: tf.Tensor
     epoch: tf.Tensor
-    segment_sizes: tuple | None = None
-    batch_size: tf.Tensor | None = None
-    hessian_term: tf.Tensor | None = None
-    cut_tensors: tuple | None = None
+    layout: GradientLayout = GradientLayout()
 
     @classmethod
     def default(cls) -> BalanceContext:
@@ -103,9 +95,16 @@ class BalanceResult(NamedTuple):
     updates: tuple
     shared_weights: tf.Tensor | None = None
 
+    @property
+    def weights_for_shared(self) -> tf.Tensor:
+        """The weights a weighted loss sum gives shared parameters: `shared_weights` where the
+        result is a weighting, `task_weights` otherwise."""
+        return self.task_weights if self.shared_weights is None else self.shared_weights
+
 
 class Balancer(keras.layers.Layer):
-    """Base class of every balancer. Subclasses set `name_in_registry` and `supported_levels`."""
+    """Base class of every balancer. Subclasses set `name_in_registry` and `supported_levels`;
+    those whose shared update is `w @ J` subclass `Weighting` instead."""
 
     name_in_registry: ClassVar[str] = ""
     supported_levels: ClassVar[tuple[str, ...]] = ("representation", "parameters")
@@ -131,8 +130,6 @@ class Balancer(keras.layers.Layer):
     # True: after applying a step, the model evaluates the task losses again on the same batch and
     # passes them to `post_step_updates` (FAMO).
     needs_post_step_losses: ClassVar[bool] = False
-    # True: every result has `combined == shared_weights @ J` (the `every=k` wrapper relies on it).
-    is_weighting: ClassVar[bool] = False
     # True: `balance` accepts a float64 matrix and keeps its precision (`aggregate` passes one on).
     balances_float64: ClassVar[bool] = False
 
@@ -211,19 +208,40 @@ class Balancer(keras.layers.Layer):
         """`balance` on `blocks[k][s]`: task k's gradient w.r.t. tensor s, in its own shape.
 
         The matrix is `J[k] = concat_s flatten(blocks[k][s])`; a block may be structured (`None`
-        for an exact zero, or an `OuterProductBlock`, see `keras_mtl.balancers.blocks`). This
+        for an exact zero, or an `OuterProductBlock`, see `keras_mtl.gradients.blocks`). This
         default materialises the blocks, builds the matrix and calls `balance`; `combined` stays
         flat. Methods that only need row norms, Gramians and weighted sums override it to work on
         the blocks as they come (on XLA's CPU backend building and re-reading the `[K, D]` matrix
         costs more than the maths); their `combined` is then a list of tensors shaped like the cut.
         """
         if any(not isinstance(b, tf.Tensor) for row in blocks for b in row):
-            if context.cut_tensors is None:
-                raise ValueError("Structured gradient blocks need context.cut_tensors (their "
-                                 "shapes) to be materialised.")
-            blocks = dense_blocks(blocks, context.cut_tensors)
+            if context.layout.cut_tensors is None:
+                raise ValueError("Structured gradient blocks need context.layout.cut_tensors "
+                                 "(their shapes) to be materialised.")
+            blocks = dense_blocks(blocks, context.layout.cut_tensors)
         matrix = tf.stack([tf.concat([tf.reshape(b, [-1]) for b in row], 0) for row in blocks])
         return self.balance(matrix, losses, context)
+
+    def schedule(self, context: BalanceContext) -> tf.Tensor | None:
+        """What this balancer needs at this step, asked before any task gradient is extracted.
+
+        None (the default): the task gradients, every step. A boolean tensor: True where it needs
+        them, False where it reuses `stored_result()` — the step then back-propagates the weighted
+        loss sum once instead (`every=k`)."""
+        return None
+
+    def stored_result(self) -> BalanceResult:
+        """The result reused on steps where `schedule` is False (weights, no combination)."""
+        raise NotImplementedError(f"Balancer {self.name_in_registry!r} reuses no result.")
+
+    def reduce(self, gradients: TaskGradients, context: BalanceContext) -> BalanceResult:
+        """One training step: the balancing of what `keras_mtl.gradients` extracted at this
+        balancer's level (blocks at the representation level, the matrix at the parameter level,
+        losses alone at the losses level), with the gradients' layout in the context."""
+        context = context._replace(layout=gradients.layout)
+        if gradients.blocks is not None:
+            return self.balance_blocks(gradients.blocks, gradients.losses, context)
+        return self.balance(gradients.matrix, gradients.losses, context)
 
     def post_step_updates(self, losses_before, losses_after) -> tuple:
         """State updates from the losses before and after the step (`needs_post_step_losses`)."""
@@ -259,22 +277,36 @@ class Balancer(keras.layers.Layer):
 
 
 class Weighting(Balancer):
-    """A balancer that is a weighting: it returns task weights `w` and combines `w @ J`.
+    """A balancer whose shared update is a weighting of the task gradients: every result has
+    `combined == shared_weights @ J`, with `shared_weights` set (TorchJD's *weightings*, as opposed
+    to aggregators that combine the gradients some other way).
 
     Linear in `J`, so it gives the same shared update at every level (the representation-level
-    result chained through the trunk equals the parameter-level one) and at the losses level
-    (`Σ_k w_k L_k`) when `w` does not depend on `J`.
+    result chained through the trunk equals the parameter-level one), shared parameters left out
+    of the matrix get it as the loss sum `Σ_k w_k L_k`, and its weights can be kept and reused on
+    later steps (`every=k`, which accepts exactly the instances of this class). What differs
+    between weightings is the statistic the weights come from:
+
+    - the losses and the clock: `task_weights(losses, context)`, this class's hook. Such a weighting
+      also runs at the losses level (`Σ_k w_k L_k`, no per-task gradients: the default), and the
+      heads are trained with the same weights;
+    - the Gramian `G = J Jᵀ`: `gramian.GramianWeighting` (`weights_from_gramian`);
+    - the matrix itself (norms of its rows, a running state of them): `task_weights(..., matrix)`
+      with `needs_matrix` (GradNorm), or a `balance` of its own (MultiBalance, GradCraft).
+
+    Balancers whose update is not `w @ J` (per coordinate, per tensor, or from a state other than
+    the current `J`) subclass `Balancer` directly.
     """
 
     supported_levels: ClassVar[tuple[str, ...]] = LEVELS
     default_level: ClassVar[str] = "losses"
-    is_weighting = True
+    # True: the weights read the gradient matrix, so the default block path materialises it
+    # (`Balancer.balance_blocks`) instead of calling `task_weights` without one.
+    needs_matrix: ClassVar[bool] = False
 
     def task_weights(self, losses, context: BalanceContext, matrix=None):
         """Returns `(weights [K], updates)`."""
         raise NotImplementedError
-
-    needs_matrix: ClassVar[bool] = False  # True: task_weights reads the gradient matrix
 
     def balance(self, matrix, losses, context):
         weights, updates = self.task_weights(losses, context, matrix)
@@ -289,21 +321,3 @@ class Weighting(Balancer):
         weights = tf.cast(weights, tf.float32)
         return BalanceResult(block_weighted_sum(blocks, weights), weights, tuple(updates),
                              shared_weights=weights)
-
-
-def split_segments(matrix: tf.Tensor, segment_sizes) -> list[tf.Tensor]:
-    """The `[K, d_s]` column blocks of a `[K, D]` matrix, one per tensor (`None`: one block)."""
-    if segment_sizes is None:
-        return [matrix]
-    return tf.split(matrix, list(segment_sizes), axis=1)
-
-
-def segment_norms(matrix: tf.Tensor, segment_sizes) -> tf.Tensor:
-    """`[K, S]`: the norm of each task's gradient restricted to each tensor."""
-    return tf.stack([row_norms(block) for block in split_segments(matrix, segment_sizes)], axis=1)
-
-
-def scale_segments(matrix: tf.Tensor, factors: tf.Tensor, segment_sizes) -> tf.Tensor:
-    """Multiplies block s of task k by `factors[k, s]`."""
-    blocks = split_segments(matrix, segment_sizes)
-    return tf.concat([block * factors[:, s:s + 1] for s, block in enumerate(blocks)], axis=1)

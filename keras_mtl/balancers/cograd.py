@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult
 from keras_mtl.balancers.registry import register
 
 HESSIANS = ("fisher_diag", "exact")
-
-
-def transference_hessian_term(loss_fn: Callable[[], tf.Tensor], variables: Sequence) -> tf.Tensor:
-    """Exact `Σ_i H_i (S − g_i)`, `S = Σ_j g_j`, flattened over `variables`, in one HVP.
-
-    `loss_fn()` returns the `[K]` task losses. Uses nested tapes:
-    `∇_θ Σ_i ⟨g_i(θ), stop(S − g_i)⟩ = Σ_i H_i (S − g_i)`.
-    """
-    with tf.GradientTape() as outer:
-        with tf.GradientTape(persistent=True) as inner:
-            task_losses = tf.unstack(loss_fn())  # sliced on the tape, or they are unconnected
-        grads = [
-            tf.concat([tf.reshape(g, [-1]) for g in inner.gradient(
-                loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)], 0)
-            for loss in task_losses
-        ]
-        total = tf.stop_gradient(tf.add_n(grads))
-        pairing = tf.add_n([tf.reduce_sum(g * (total - tf.stop_gradient(g))) for g in grads])
-    del inner
-    hvp = outer.gradient(pairing, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return tf.concat([tf.reshape(h, [-1]) for h in hvp], 0)
 
 
 @register("cograd")
@@ -77,20 +54,26 @@ class CoGrad(Balancer):
     def needs_hessian_term(self) -> bool:  # type: ignore[override]
         return self.hessian == "exact"
 
-    def hessian_term(self, matrix, context) -> tf.Tensor:
-        total = tf.reduce_sum(matrix, axis=0)
-        if self.hessian == "fisher_diag":
-            return tf.reduce_sum(tf.square(matrix) * (total[None, :] - matrix), axis=0)
-        if context.hessian_term is None:
-            raise ValueError("cograd(hessian='exact') needs the model's Hessian-vector product; "
-                             "use it inside MultiTaskModel.")
-        return context.hessian_term
+    def reduce(self, gradients, context):
+        if self.hessian == "exact":
+            if gradients.hessian_term is None:
+                raise ValueError("cograd(hessian='exact') needs the exact Hessian term "
+                                 "(TaskGradients.hessian_term); train it in MultiTaskModel.")
+            return self._result(gradients.matrix, gradients.hessian_term)
+        return super().reduce(gradients, context)
 
     def balance(self, matrix, losses, context):
+        if self.hessian == "exact":
+            raise ValueError("cograd(hessian='exact') needs the model's Hessian-vector products, "
+                             "which a bare matrix does not carry; use it inside MultiTaskModel.")
         total = tf.reduce_sum(matrix, axis=0)
-        combined = total - 2.0 * self.gamma * self.eta * self.hessian_term(matrix, context)
-        ones = tf.ones([self.num_tasks], tf.float32)
-        return BalanceResult(combined, ones, ())
+        fisher_term = tf.reduce_sum(tf.square(matrix) * (total[None, :] - matrix), axis=0)
+        return self._result(matrix, fisher_term)
+
+    def _result(self, matrix, hessian_term) -> BalanceResult:
+        total = tf.reduce_sum(matrix, axis=0)
+        combined = total - 2.0 * self.gamma * self.eta * hessian_term
+        return BalanceResult(combined, tf.ones([self.num_tasks], tf.float32), ())
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma, "eta": self.eta,

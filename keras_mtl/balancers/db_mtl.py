@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import Balancer, BalanceResult
-from keras_mtl.balancers.ops import row_norms, weighted_sum
+from keras_mtl.balancers.linalg import row_norms, weighted_sum
 from keras_mtl.balancers.registry import register
 
 

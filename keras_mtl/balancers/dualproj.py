@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from keras_mtl.balancers.gramian import DualConeWeighting
 from keras_mtl.balancers.registry import register
 from keras_mtl.balancers.solvers import dual_cone_weights
-from keras_mtl.balancers.upgrad import DualConeWeighting
 
 
 @register("dualproj")
@@ -16,7 +16,7 @@ class DualProj(DualConeWeighting):
     solved exactly. With `p = 1/K` (default) the update is the mean gradient whenever it conflicts
     with no task; otherwise the closest non-conflicting direction. TorchJD's published output on
     `[[-4, 1, 1], [6, 1, 1]]` is `[0.5563, 1.1109, 1.1109]`, ours too. Exact, without TorchJD's
-    regularisation by default (see `upgrad`'s `DualConeWeighting`). Any K.
+    regularisation by default (see `gramian.DualConeWeighting`). Any K.
     """
 
     def weights_from_gramian(self, gram, context):

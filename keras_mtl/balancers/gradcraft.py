@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_mtl.balancers.base import Balancer, BalanceResult
-from keras_mtl.balancers.gramian import pseudo_inverse
-from keras_mtl.balancers.ops import gramian, weighted_sum
+from keras_mtl.balancers.base import BalanceResult, Weighting
+from keras_mtl.balancers.linalg import gramian, pseudo_inverse, weighted_sum
 from keras_mtl.balancers.registry import register
 
 REDUCTIONS = ("mean", "sum")
 
 
 @register("gradcraft")
-class GradCraft(Balancer):
+class GradCraft(Weighting):
     """Magnitude alignment to the largest gradient, then global deconfliction of directions.
 
     Bai et al., "GradCraft: Elevating Multi-task Recommendations through Holistic Gradient
@@ -46,7 +45,11 @@ class GradCraft(Balancer):
 
     supported_levels = ("parameters", "representation")
     default_level = "parameters"
-    is_weighting = True
+    # A weighting from the Gramian, but not a `GramianWeighting`: its norms (and their EMA, a
+    # state variable) come from the Gramian in the matrix's dtype, not float64, and its block path
+    # materialises the matrix; `GramianWeighting`'s float64 and block Gramians would move its
+    # results in the last bits.
+    needs_matrix = True
 
     def __init__(self, tau: float = 1.0, epsilon: float = 0.0, beta: float = 0.0,
                  reduction: str = "mean", rcond: float = 1e-10, **kwargs):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_mtl.balancers.base import BalanceResult, Weighting
-from keras_mtl.balancers.blocks import block_row_norms, block_weighted_sum
 from keras_mtl.balancers.learned import AdamParameter
-from keras_mtl.balancers.ops import row_norms
+from keras_mtl.balancers.linalg import row_norms
 from keras_mtl.balancers.registry import register
+from keras_mtl.gradients.blocks import block_row_norms, block_weighted_sum
 
 
 @register("gradnorm")

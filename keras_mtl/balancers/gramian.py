@@ -1,4 +1,11 @@
-"""Balancers that are weightings of the Gramian `G = J Jᵀ` (TorchJD's view of most methods)."""
+"""Weightings of the Gramian `G = J Jᵀ` (TorchJD's view of most methods): their shared machinery.
+
+- `GramianWeighting`: `combined = w(G) @ J`, the base of every such method;
+- `PreferenceWeighting`: one steered by a preference vector over tasks;
+- `DualConeWeighting`: the dual-cone projections (UPGrad, DualProj) and their optional TorchJD
+  conditioning of the Gramian;
+- `visiting_orders`: the per-step random orders in which PCGrad and GradVac visit the tasks.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +13,23 @@ from typing import ClassVar
 
 import tensorflow as tf
 
-from keras_mtl.balancers.base import Balancer, BalanceResult
-from keras_mtl.balancers.blocks import block_gramian, block_weighted_sum
-from keras_mtl.balancers.ops import gramian, weighted_sum
+from keras_mtl.balancers.base import BalanceResult, Weighting
+from keras_mtl.balancers.linalg import finite_or_identity, gramian, weighted_sum
+from keras_mtl.gradients.blocks import block_gramian, block_weighted_sum
 
 
-class GramianWeighting(Balancer):
+class GramianWeighting(Weighting):
     """`combined = w(G) @ J` with `w` a function of the K×K Gramian only.
 
     Such a method runs from representation-level or parameter-level information alike and costs
     O(K²) beyond the gradients; it is exact at the level it is given. Heads get their own task's
-    gradient (weights 1); `shared_weights` carries `w`. The K×K algebra runs in float64.
+    gradient (weights 1); `shared_weights` carries `w`. The K×K algebra runs in float64. The
+    Gramian needs per-task gradients, so there is no losses level.
     """
 
     supported_levels: ClassVar[tuple[str, ...]] = ("parameters", "representation")
     default_level: ClassVar[str] = "parameters"
-    is_weighting = True
+    needs_matrix = True
     balances_float64 = True
 
     def weights_from_gramian(self, gram: tf.Tensor, context) -> tuple[tf.Tensor, tuple]:
@@ -71,22 +79,36 @@ class PreferenceWeighting(GramianWeighting):
         return {**super().get_config(), "pref_vector": self.pref_vector}
 
 
-def pseudo_inverse(matrices: tf.Tensor, rcond: float = 1e-12) -> tf.Tensor:
-    """Moore-Penrose inverse of a batch of symmetric matrices (eigen-decomposition; XLA-safe)."""
-    eigenvalues, eigenvectors = tf.linalg.eigh(finite_or_identity(matrices))
-    cutoff = rcond * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
-    inverse = tf.where(tf.abs(eigenvalues) > cutoff, 1.0 / eigenvalues, tf.zeros_like(eigenvalues))
-    return tf.matmul(eigenvectors * inverse[..., None, :], eigenvectors, transpose_b=True)
+class DualConeWeighting(PreferenceWeighting):
+    """Shared machinery of the dual-cone projections (`upgrad`, `dualproj`).
 
+    TorchJD divides the Gramian by its trace, zeroes it when the trace is below `norm_eps` and adds
+    `reg_eps · I` before solving. Both change the answer: the ridge pulls the weights towards the
+    preference, so the result can conflict with a task whose gradient is short relative to the
+    others (cosine −0.18 on a 3-task matrix of mixed scales), and an absolute trace threshold
+    zeroes small but meaningful Gramians. Our solver needs neither (it equilibrates the problem,
+    `solvers.dual_cone_weights`), so both default to 0: the projection is exact and the
+    no-conflict guarantee holds up to float32 rounding of the Gramian — `⟨g_i, d⟩ ≥ −1e-6 ‖g_i‖‖d‖`
+    is what the tests check at scales 1e-8 … 1e8 and norm ratios up to 1e8. Set
+    `reg_eps=1e-4, norm_eps=1e-4` for TorchJD's outputs.
+    """
 
-def finite_or_identity(matrices: tf.Tensor) -> tf.Tensor:
-    """`matrices`, or identities where one holds a NaN/inf. A non-finite gradient makes the model
-    skip the step anyway, but TensorFlow's CPU eigen/LU kernels raise on such input (XLA's do
-    not), which would stop training instead of skipping one step."""
-    finite = tf.reduce_all(tf.math.is_finite(matrices), axis=[-2, -1], keepdims=True)
-    identity = tf.eye(tf.shape(matrices)[-1], batch_shape=tf.shape(matrices)[:-2],
-                      dtype=matrices.dtype)
-    return tf.where(finite, matrices, identity)
+    def __init__(self, pref_vector=None, norm_eps: float = 0.0, reg_eps: float = 0.0,
+                 **kwargs):
+        super().__init__(pref_vector=pref_vector, **kwargs)
+        self.norm_eps = self.check_range("norm_eps", norm_eps, 0.0)
+        self.reg_eps = self.check_range("reg_eps", reg_eps, 0.0)
+
+    def conditioned(self, gram):
+        if self.norm_eps == 0.0 and self.reg_eps == 0.0:
+            return gram
+        trace = tf.linalg.trace(gram)
+        normalized = gram / tf.where(trace > 0, trace, tf.ones_like(trace))
+        normalized = tf.where(trace <= self.norm_eps, tf.zeros_like(gram), normalized)
+        return normalized + self.reg_eps * tf.eye(self.num_tasks, dtype=gram.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "norm_eps": self.norm_eps, "reg_eps": self.reg_eps}
 
 
 def visiting_orders(seed: int, step: tf.Tensor, num_tasks: int) -> tf.Tensor:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_mtl.balancers.base import Balancer, BalanceResult, segment_norms, split_segments
-from keras_mtl.balancers.ops import weighted_sum
+from keras_mtl.balancers.base import Balancer, BalanceResult
+from keras_mtl.balancers.linalg import segment_norms, split_segments, weighted_sum
 from keras_mtl.balancers.registry import register
 
 
@@ -55,7 +55,7 @@ class MetaBalance(Balancer):
                                           initializer="zeros", trainable=False, name="magnitudes")
 
     def balance(self, matrix, losses, context):
-        sizes = context.segment_sizes
+        sizes = context.layout.segment_sizes
         if sizes is not None and len(sizes) != self.num_segments:
             raise ValueError(
                 f"metabalance was built for {self.num_segments} tensors but received {len(sizes)}."

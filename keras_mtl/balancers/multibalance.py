@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_mtl.balancers.base import Balancer, BalanceResult, split_segments
-from keras_mtl.balancers.blocks import block_row_norms, block_weighted_sum
-from keras_mtl.balancers.ops import row_norms, weighted_sum
+from keras_mtl.balancers.base import BalanceResult, Weighting
+from keras_mtl.balancers.linalg import row_norms, split_segments, weighted_sum
 from keras_mtl.balancers.registry import register
+from keras_mtl.gradients.blocks import block_row_norms, block_weighted_sum
 
 REFERENCES = ("max", "mean")
 NORMS = ("batch", "example")
 
 
 @register("multibalance")
-class MultiBalance(Balancer):
+class MultiBalance(Weighting):
     """Magnitude balancing of task gradients w.r.t. the shared *representation*.
 
     He et al., "MultiBalance: Multi-Objective Gradient Balancing in Industrial-Scale Multi-Task
@@ -43,7 +43,8 @@ class MultiBalance(Balancer):
 
     supported_levels = ("representation", "parameters")
     default_level = "representation"
-    is_weighting = True
+    # The weights come from the gradients' norms: `norm="example"` has no block path.
+    needs_matrix = True
 
     def __init__(self, relax_factor: float = 0.7, beta: float = 0.9,
                  reference: str | int = "max", norm: str = "batch", **kwargs):
@@ -63,12 +64,12 @@ class MultiBalance(Balancer):
     def gradient_norms(self, matrix, context) -> tf.Tensor:
         if self.norm == "batch":
             return row_norms(matrix)
-        if context.batch_size is None:
+        if context.layout.batch_size is None:
             raise ValueError("multibalance norm='example' needs the batch layout of the "
                              "representation (run it inside MultiTaskModel).")
         squares = 0.0
-        for block in split_segments(matrix, context.segment_sizes):
-            rows = tf.reshape(block, [self.num_tasks, context.batch_size, -1])
+        for block in split_segments(matrix, context.layout.segment_sizes):
+            rows = tf.reshape(block, [self.num_tasks, context.layout.batch_size, -1])
             squares += tf.reduce_sum(tf.square(rows), axis=2)  # [K, B]
         example_norms = tf.sqrt(squares)
         nonzero = tf.reduce_sum(tf.cast(example_norms > 0, tf.float32), axis=1)

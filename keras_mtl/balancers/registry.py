@@ -8,6 +8,7 @@ from typing import Any
 import keras
 
 from keras_mtl.balancers.base import Balancer
+from keras_mtl.balancers.every import EveryK
 
 _REGISTRY: dict[str, type[Balancer]] = {}
 
@@ -57,8 +58,6 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
         )
     balancer = cls(**hparams)
     if every is not None and int(every) != 1:
-        from keras_mtl.balancers.every import EveryK
-
         return EveryK(balancer, every)
     return balancer
 

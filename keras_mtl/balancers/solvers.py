@@ -6,7 +6,11 @@ All work on K×K matrices (K = number of tasks) in float64, never on the gradien
 - `dual_cone_weights`: `min vᵀGv` subject to `v ≥ u` (UPGrad, DualProj: the projection of `uᵀJ`
   onto the dual cone of the task gradients);
 - `power_equation_weights`: the positive solution of `(Gw)_i = w_i^{-1/α}` (Nash-MTL at α = 1,
-  FairGrad).
+  FairGrad);
+- `unit_gradient_pseudo_solve`: the least-squares solution on the unit task gradients (IMTL-G,
+  ConFIG).
+
+The matrix functions they use (pseudo-inverse, reductions of `J`) are in `linalg`.
 
 **Equilibration.** Every problem is solved on the task-gradient *correlation* matrix
 `Ĝ = D⁻¹GD⁻¹` (`D = diag ‖g_i‖`, unit diagonal) with the variables rescaled by `D`, which is
@@ -42,6 +46,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import tensorflow as tf
+
+from keras_mtl.balancers.linalg import pseudo_inverse
 
 RIDGE = 1e-12
 ZERO_NORM = 1e-12  # a task gradient shorter than this, relative to the longest, counts as zero
@@ -312,15 +318,6 @@ def power_equation_weights(gram: tf.Tensor, alpha: float, regularization: float 
     return tf.where(tf.reduce_any(p.active), weights, tf.ones_like(weights))
 
 
-def pseudo_inverse_symmetric(matrices: tf.Tensor, rcond: float) -> tf.Tensor:
-    """Moore-Penrose inverse of symmetric PSD matrices, eigenvalues below `rcond · λ_max` cut."""
-    eigenvalues, vectors = tf.linalg.eigh(matrices)
-    cutoff = rcond * tf.reduce_max(tf.abs(eigenvalues), axis=-1, keepdims=True)
-    inverse = tf.where(eigenvalues > cutoff, 1.0 / tf.where(eigenvalues > cutoff, eigenvalues, 1.0),
-                       tf.zeros_like(eigenvalues))
-    return tf.matmul(vectors * inverse[..., None, :], vectors, transpose_b=True)
-
-
 def unit_gradient_pseudo_solve(gram: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     """`c` with `Jᵀc = Û⁺ t`: the least-squares solution of `Û x = t` (`Û` the unit task gradients).
 
@@ -335,6 +332,6 @@ def unit_gradient_pseudo_solve(gram: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
     parts = equilibrate(gram)
     mask = tf.cast(parts.active, gram.dtype)
     correlation = parts.correlation * mask[:, None] * mask[None, :]
-    solution = tf.linalg.matvec(pseudo_inverse_symmetric(correlation, PINV_RCOND), target * mask)
+    solution = tf.linalg.matvec(pseudo_inverse(correlation, PINV_RCOND), target * mask)
     lengths = tf.sqrt(tf.where(parts.scale > 0, parts.scale, 1.0)) * parts.norms
     return tf.where(parts.active, solution / lengths, tf.zeros_like(solution))

@@ -32,11 +32,37 @@ class Backbone(keras.layers.Layer):
     back-propagates the cut gradient of both, which adds up the two paths exactly.
 
     Subclasses set `num_tasks` (the model does this when it is left as `None`).
+
+    `bottom`: any Keras layer mapping the encoded features `[batch, d]` to `[batch, d']`, run first
+    inside the trunk — a feature-interaction stage before the experts (`CrossNetwork`, DCN-v2, or
+    `keras.Sequential([...])`). Its variables are shared parameters like the trunk's: they are
+    balanced at the parameter level and receive the chained update at the representation level.
     """
 
-    def __init__(self, num_tasks: int | None = None, **kwargs):
+    def __init__(self, num_tasks: int | None = None, bottom: keras.layers.Layer | dict | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_tasks = num_tasks
+        if isinstance(bottom, dict):
+            bottom = keras.saving.deserialize_keras_object(bottom)
+        if bottom is not None and not isinstance(bottom, keras.layers.Layer):
+            raise TypeError(f"{type(self).__name__} bottom must be a Keras layer, got "
+                            f"{type(bottom).__name__}.")
+        self.bottom_stage = bottom
+
+    def build_bottom(self, input_shape) -> tuple:
+        """Builds the bottom stage on `input_shape`; returns the shape the experts receive."""
+        shape = tuple(input_shape)
+        if self.bottom_stage is None:
+            return shape
+        probe = self.bottom_stage(keras.ops.zeros((1, *shape[1:])))  # builds any layer or model
+        if len(probe.shape) != 2:
+            raise ValueError(f"{type(self).__name__}: the bottom must map [batch, features] to "
+                             f"[batch, units]; it returned shape {tuple(probe.shape)}.")
+        return shape[:-1] + (int(probe.shape[-1]),)
+
+    def apply_bottom(self, x, training=None):
+        return x if self.bottom_stage is None else self.bottom_stage(x, training=training)
 
     def set_num_tasks(self, num_tasks: int) -> None:
         if self.num_tasks is not None and self.num_tasks != num_tasks:
@@ -66,7 +92,7 @@ class Backbone(keras.layers.Layer):
         (`[batch, experts, units]`) only through `term = Σ_e w[b, e] · cut[s][b, e, :]`, and that
         `term` was computed from a stop-gradient copy of `cut[s]`. Then
         `∂L_k/∂cut[s] = w ⊗ ∂L_k/∂term` row by row, which the model keeps in that factored form
-        (`keras_mtl.balancers.blocks.OuterProductBlock`) instead of materialising
+        (`keras_mtl.gradients.blocks.OuterProductBlock`) instead of materialising
         batch × experts × units numbers per task. The outputs equal `heads(cut)`'s. This default
         declares no readouts, which is always correct.
         """
@@ -89,4 +115,6 @@ class Backbone(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["num_tasks"] = self.num_tasks
+        if self.bottom_stage is not None:
+            config["bottom"] = keras.saving.serialize_keras_object(self.bottom_stage)
         return config

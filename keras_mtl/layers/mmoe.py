@@ -46,11 +46,13 @@ class MMoE(Backbone):
         self.gates = [Gate(self.num_experts, name=f"gate_{k}") for k in range(self.num_tasks)]
 
     def build(self, input_shape):
+        input_shape = self.build_bottom(input_shape)
         self.experts.build(input_shape)
         for gate in self.gates:
             gate.build(input_shape)
 
     def trunk(self, x, training=None):
+        x = self.apply_bottom(x, training)
         return [self.experts(x), x]
 
     def heads(self, cut, training=None):

@@ -86,7 +86,7 @@ class PLE(Backbone):
                 self.shared_gates.append(Gate(all_experts, name=f"level_{j}_shared_gate"))
 
     def build(self, input_shape):
-        shape = tuple(input_shape)
+        shape = self.build_bottom(input_shape)
         units = self.expert_units[-1]
         for j in range(self.num_levels):
             self.shared_banks[j].build(shape)
@@ -119,9 +119,10 @@ class PLE(Backbone):
         return task_inputs, shared_input
 
     def trunk(self, x, training=None):
-        return self._trunk(x, {})
+        return self._trunk(x, {}, training)
 
-    def _trunk(self, x, gates):
+    def _trunk(self, x, gates, training=None):
+        x = self.apply_bottom(x, training)
         task_inputs, shared_input = self._lower_levels(x, gates)
         shared = self.shared_banks[-1](shared_input)
         if self.num_levels == 1:

@@ -38,10 +38,10 @@ class SharedBottom(Backbone):
         pass
 
     def build(self, input_shape):
-        self.bottom.build(input_shape)
+        self.bottom.build(self.build_bottom(input_shape))
 
     def trunk(self, x, training=None):
-        return [self.bottom(x, training=training)]
+        return [self.bottom(self.apply_bottom(x, training), training=training)]
 
     def heads(self, cut, training=None):
         return [cut[0]] * self.num_tasks, {}

@@ -1,4 +1,4 @@
-"""ew / static / ple_schedule: closed forms, the registry, levels, configs."""
+"""ew / static / ple_schedule: closed forms, levels, configs."""
 
 import numpy as np
 import pytest
@@ -45,16 +45,7 @@ def test_ple_schedule_scalar_decay_applies_to_every_task():
     np.testing.assert_allclose(weights, [0.125] * 3)
 
 
-def test_unknown_names_and_hyperparameters_list_what_is_valid():
-    with pytest.raises(ValueError, match=r"Unknown balancer 'mgdaa'; valid names: \[.*'ew'"):
-        balancers.get("mgdaa")
-    with pytest.raises(ValueError, match=r"no hyper-parameter\(s\) \['wieghts'\].*'weights'"):
-        balancers.get("static", wieghts=[1, 2])
-    with pytest.raises(ValueError, match="runs at level"):
-        balancers.get("ew", level="pixels")
-
-
-def test_weight_count_must_match_tasks():
+def test_static_and_ple_schedule_weight_counts_must_match_tasks():
     with pytest.raises(ValueError, match="2 weights .* 3 tasks"):
         balancers.get("static", weights=[1, 2]).build(3)
     with pytest.raises(ValueError, match="decay has 2 entries but the model has 3"):
@@ -66,7 +57,7 @@ def test_weight_count_must_match_tasks():
     [("ew", {}), ("static", {"weights": [1.0, 2.0]}),
      ("ple_schedule", {"decay": [0.9, 0.8], "unit": "step", "level": "representation"})],
 )
-def test_config_round_trip(name, hparams):
+def test_ew_static_and_ple_schedule_config_round_trip(name, hparams):
     balancer = balancers.get(name, **hparams)
     clone = type(balancer).from_config(balancer.get_config())
     assert clone.get_config() == balancer.get_config()
@@ -75,22 +66,5 @@ def test_config_round_trip(name, hparams):
     assert type(restored) is type(balancer)
 
 
-def test_names_are_listed():
+def test_ew_static_and_ple_schedule_are_registered():
     assert {"ew", "static", "ple_schedule"} <= set(balancers.available())
-
-
-@pytest.mark.parametrize("name, hparams, message", [
-    ("gradcraft", {"tau": 2.0}, r"gradcraft tau must lie in \[0.0, 1.0\], got 2.0"),
-    ("metabalance", {"beta": 1.0}, r"metabalance beta must lie in \[0.0, 1.0\), got 1.0"),
-    ("multibalance", {"norm": "row"}, r"multibalance norm must be one of \('batch', 'example'\)"),
-    ("cograd", {"eta": 0.0}, r"cograd eta .* must be > 0"),
-    ("cograd", {"level": "representation"}, r"runs at level\(s\) \('parameters',\)"),
-    ("metabalance", {"target_task": "nope"}, None),
-])
-def test_bad_hyperparameters_name_the_balancer_and_argument(name, hparams, message):
-    if message is None:  # a task name is checked when the balancer meets the model's tasks
-        with pytest.raises(ValueError, match=r"unknown task 'nope'; the tasks are \['a', 'b'\]"):
-            balancers.get(name, **hparams).build(2, task_names=["a", "b"])
-        return
-    with pytest.raises(ValueError, match=message):
-        balancers.get(name, **hparams)

@@ -66,7 +66,7 @@ def cosines(m, d):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_tasks", TASK_COUNTS)
-def test_min_norm_point_meets_its_kkt_conditions(num_tasks, kind):
+def test_mgda_min_norm_point_meets_its_kkt_conditions(num_tasks, kind):
     m = matrix(kind, num_tasks)
     gram = m @ m.T
     w = np.asarray(min_norm_weights(tf.constant(gram)))
@@ -88,7 +88,7 @@ def test_min_norm_point_meets_its_kkt_conditions(num_tasks, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_tasks", TASK_COUNTS)
-def test_dual_cone_projection_meets_its_kkt_conditions(num_tasks, kind):
+def test_upgrad_dual_cone_projections_meet_their_kkt_conditions(num_tasks, kind):
     m = matrix(kind, num_tasks)
     gram = m @ m.T
     lower = np.eye(num_tasks) / num_tasks  # UPGrad's K problems in one batch
@@ -175,14 +175,14 @@ NO_CONFLICT = ["mgda", "upgrad", "dualproj"]
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("num_tasks", [2, 3, 8, 32, 64])
 @pytest.mark.parametrize("name", NO_CONFLICT)
-def test_guaranteed_methods_never_conflict_with_a_task(name, num_tasks, kind):
+def test_mgda_upgrad_and_dualproj_never_conflict_with_a_task(name, num_tasks, kind):
     for scale in (1e-8, 1.0, 1e8):
         m = scale * matrix(kind, num_tasks)
         assert_no_conflict(m, aggregate(name, m))
 
 
 @pytest.mark.parametrize("name", NO_CONFLICT)
-def test_float32_no_conflict_tolerance(name):
+def test_mgda_upgrad_and_dualproj_float32_no_conflict_tolerance(name):
     # Training hands float32 gradients: the guarantee holds to float32 rounding of the Gramian
     # and of the combination d = Σ w_i g_i, which at K = 64 tasks in 128 dimensions cancels to
     # 1e-5 of the gradients (a nearly Pareto-stationary point): ⟨g_i, d⟩ ≥ −1e-4 ‖g_i‖‖d‖ −
@@ -242,7 +242,7 @@ def test_imtl_g_with_a_zero_task():
     np.testing.assert_allclose(aggregate("imtl_g", m), [2 / 3, 2 / 3, 0], rtol=1e-9)
 
 
-def test_upgrad_on_mixed_scales_has_no_conflict_without_torchjd_regularisation():
+def test_upgrad_and_dualproj_on_mixed_scales_have_no_conflict_without_torchjd_ridge():
     m = np.array([[1e3, 0, 0.0], [1.0, 1e-3, 0.0], [-1e-3, 1e-3, 1e-3]])
     for name in ("upgrad", "dualproj"):
         assert cosines(m, aggregate(name, m)).min() >= -1e-9, name

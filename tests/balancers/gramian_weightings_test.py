@@ -107,7 +107,7 @@ def random_matrix(rng, num_tasks, width=6, low_rank=False):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("num_tasks", [2, 3, 5])
-def test_simplex_qp_meets_its_kkt_conditions_with_a_linear_term(seed, num_tasks):
+def test_cagrad_simplex_qp_meets_its_kkt_conditions_with_a_linear_term(seed, num_tasks):
     rng = np.random.default_rng(seed)
     matrix = random_matrix(rng, num_tasks, low_rank=seed % 2 == 1)
     q = matrix @ matrix.T
@@ -123,7 +123,7 @@ def test_simplex_qp_meets_its_kkt_conditions_with_a_linear_term(seed, num_tasks)
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("num_tasks", [2, 3, 6])
-def test_dual_cone_projection_meets_its_kkt_conditions(seed, num_tasks):
+def test_upgrad_and_dualproj_dual_cone_projection_meets_its_kkt_conditions(seed, num_tasks):
     rng = np.random.default_rng(seed)
     matrix = rng.normal(size=(num_tasks, num_tasks + 2))
     gram = matrix @ matrix.T
@@ -139,7 +139,7 @@ def test_dual_cone_projection_meets_its_kkt_conditions(seed, num_tasks):
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj", "mgda"])
 @pytest.mark.parametrize("seed", range(8))
-def test_projections_never_conflict_with_a_task(name, seed):
+def test_upgrad_dualproj_and_mgda_never_conflict_with_a_task(name, seed):
     rng = np.random.default_rng(seed)
     g = rng.normal(size=(4, 9)) * rng.uniform(0.1, 10, size=(4, 1))
     out, _ = combine(name, g)
@@ -182,7 +182,7 @@ def test_cagrad_with_c_zero_is_the_mean_gradient():
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 5.0])
 @pytest.mark.parametrize("seed", range(4))
-def test_power_equation_is_solved_to_a_tight_residual(alpha, seed):
+def test_nash_mtl_and_fairgrad_power_equation_is_solved_to_a_tight_residual(alpha, seed):
     rng = np.random.default_rng(seed)
     matrix = rng.normal(size=(4, 10)) * np.array([[1e-3], [1.0], [10.0], [1e3]])[rng.permutation(4)]
     gram = matrix @ matrix.T  # condition number ≈ 1e12

@@ -30,7 +30,7 @@ def torch_adam(gradients, lr, weight_decay=0.0, initial=0.0, b1=0.9, b2=0.999, e
     return value
 
 
-def test_uncertainty_weighting_by_hand_and_at_its_fixed_point():
+def test_uw_uncertainty_weighting_by_hand_and_at_its_fixed_point():
     balancer = balancers.get("uw", learning_rate=0.1)
     balancer.build(3)
     s = np.zeros(3)

@@ -58,7 +58,7 @@ def test_ema_loss_by_hand():
 
 
 @pytest.mark.parametrize("name", ["slaw", "dtp", "ema_loss"])
-def test_loss_level_by_default_and_gradients_do_not_flow_into_weights(name):
+def test_slaw_dtp_and_ema_loss_default_to_the_loss_level_and_stop_gradients(name):
     balancer = balancers.get(name)
     assert balancer.level == "losses"
     balancer.build(2)

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from keras_mtl import balancers
 from keras_mtl.balancers import BalanceContext
+from keras_mtl.gradients.layout import GradientLayout
 
 RNG = np.random.default_rng(0)
 SIZES = (3, 5, 2)
@@ -12,7 +13,7 @@ J = RNG.normal(size=(3, 10)).astype(np.float32) * np.array([[1.0], [10.0], [0.1]
 
 def run(balancer, matrix, steps=1):
     balancer.build(matrix.shape[0], num_segments=len(SIZES))
-    context = BalanceContext.default()._replace(segment_sizes=SIZES)
+    context = BalanceContext.default()._replace(layout=GradientLayout(segment_sizes=SIZES))
     for _ in range(steps):
         result = balancer.balance(tf.constant(matrix), tf.zeros([matrix.shape[0]]), context)
         for variable, value in result.updates:
@@ -44,7 +45,7 @@ def test_moving_average_closed_form_and_target_by_name():
     balancer = balancers.get("metabalance", beta=0.5, target_task="b")
     balancer.build(3, task_names=["a", "b", "c"], num_segments=len(SIZES))
     assert balancer.target_index == 1
-    context = BalanceContext.default()._replace(segment_sizes=SIZES)
+    context = BalanceContext.default()._replace(layout=GradientLayout(segment_sizes=SIZES))
     for _ in range(3):
         result = balancer.balance(tf.constant(J), tf.zeros([3]), context)
         for variable, value in result.updates:

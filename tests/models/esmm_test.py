@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import keras_mtl as km
-from keras_mtl.models.multi_task_model import esmm_cross_entropy
+from keras_mtl.models.losses import esmm_cross_entropy
 from tests.helpers import small_batch, small_model
 from tests.models.multi_task_model_test import assert_gradients_close, plain_autodiff_gradients
 
@@ -26,8 +26,9 @@ def sigmoid(z):
 def test_loss_is_ctcvr_cross_entropy_over_all_impressions():
     model = esmm_model()
     x, _ = small_batch()
-    logits, _, _ = model._forward(x, training=False, detach_cut=False)
-    losses, _, weights = model._task_terms({"click": CLICK, "purchase": PURCHASE}, logits, None)
+    logits = model.forward(x, training=False).logits
+    terms = model.task_loss_function({"click": CLICK, "purchase": PURCHASE}, logits)
+    losses, weights = terms.stacked, terms.row_weights
     p = sigmoid(logits[0].numpy().astype(np.float64)) * sigmoid(logits[1].numpy())
     label = CLICK * np.nan_to_num(PURCHASE)
     # Row 14 is clicked with an unknown purchase: masked. Every other impression counts.
@@ -42,9 +43,9 @@ def test_conversion_labels_on_unclicked_rows_never_matter():
     model = esmm_model(balancer=km.balancers.get("ew", level="representation"))
     x, _ = small_batch()
     noisy = np.where(CLICK > 0, PURCHASE, np.where(np.arange(16) % 2, 1.0, np.nan))
-    a, variables, terms_a, _ = model.compute_gradients(x, {"click": CLICK, "purchase": PURCHASE})
-    b, _, terms_b, _ = model.compute_gradients(x, {"click": CLICK, "purchase": noisy})
-    np.testing.assert_allclose(terms_a[0], terms_b[0], rtol=1e-6)
+    a, variables, terms_a, _, *_ = model.compute_gradients(x, {"click": CLICK, "purchase": PURCHASE})
+    b, _, terms_b, _, *_ = model.compute_gradients(x, {"click": CLICK, "purchase": noisy})
+    np.testing.assert_allclose(terms_a, terms_b, rtol=1e-6)
     assert_gradients_close(a, b, variables, rtol=1e-6)
 
 
@@ -65,7 +66,7 @@ def test_every_level_matches_autodiff(level):
     model = esmm_model(balancer=km.balancers.get("ew", level=level))
     x, _ = small_batch()
     y = {"click": CLICK, "purchase": PURCHASE}
-    grads, variables, _, _ = model.compute_gradients(x, y)
+    grads, variables, _, _, *_ = model.compute_gradients(x, y)
     assert_gradients_close(grads, plain_autodiff_gradients(model, x, y), variables)
 
 

@@ -62,7 +62,7 @@ def test_the_balancer_sees_unscaled_gradients(balancer):
             keras.utils.set_random_seed(3)
             model = _model(balancer)
             model.compile(optimizer=keras.optimizers.SGD(0.0), jit_compile=False)
-            _, _, _, result = model.compute_gradients(x, y)
+            _, _, _, result, *_ = model.compute_gradients(x, y)
             return np.asarray(result.shared_weights), [np.asarray(u) for _, u in result.updates]
         finally:
             keras.mixed_precision.set_global_policy("float32")

@@ -22,8 +22,8 @@ from tests.helpers import (
 def plain_autodiff_gradients(model, x, y, weights=(1.0, 1.0)):
     """Reference: Σ_k w_k L_k of an ordinary (undetached) forward pass, by tf autodiff."""
     with tf.GradientTape() as tape:
-        logits, _, _ = model._forward(x, training=True, detach_cut=False)
-        losses, _, _ = model._task_terms(y, logits, None)
+        logits = model.forward(x, training=True).logits
+        losses = model.task_loss_function(y, logits).stacked
         total = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
     return tape.gradient(total, model.trainable_variables)
 
@@ -50,7 +50,7 @@ def test_every_level_gives_the_summed_loss_gradient_for_ew(backbone, level):
     model.set_balancer("ew", level=level)
     x, y = small_batch()
     reference = plain_autodiff_gradients(model, x, y)
-    grads, variables, _, _ = model.compute_gradients(x, y)
+    grads, variables, _, _, *_ = model.compute_gradients(x, y)
     assert_gradients_close(grads, reference, variables)
 
 
@@ -61,7 +61,7 @@ def test_linear_weighting_agrees_across_levels_heads_included(backbone, level):
     model.set_balancer("static", weights=[0.3, 2.5], level=level)
     x, y = small_batch(seed=3)
     reference = plain_autodiff_gradients(model, x, y, weights=(0.3, 2.5))
-    grads, variables, _, _ = model.compute_gradients(x, y)
+    grads, variables, _, _, *_ = model.compute_gradients(x, y)
     assert_gradients_close(grads, reference, variables)
 
 
@@ -70,7 +70,7 @@ def test_densified_embeddings_at_parameter_level_are_exact_too():
     model.set_balancer("static", weights=[1.5, 0.5], level="parameters")
     x, y = small_batch(seed=5)
     reference = plain_autodiff_gradients(model, x, y, weights=(1.5, 0.5))
-    grads, variables, _, _ = model.compute_gradients(x, y)
+    grads, variables, _, _, *_ = model.compute_gradients(x, y)
     assert_gradients_close(grads, reference, variables)
 
 
@@ -81,7 +81,7 @@ def test_embedding_tables_keep_sparse_gradients_under_every_level(balancer):
     model = small_model("mmoe")
     model.set_balancer(balancer)
     x, y = small_batch(n=16)
-    grads, variables, _, _ = model.compute_gradients(x, y)
+    grads, variables, _, _, *_ = model.compute_gradients(x, y)
     tables = {id(v) for v in model.encoder.embedding_tables}
     assert len(tables) == 3
     for g, v in zip(grads, variables, strict=True):
@@ -101,8 +101,8 @@ def test_head_variables_only_receive_their_own_tasks_gradient(backbone):
         for k in range(2)
     ]
     with tf.GradientTape(persistent=True) as tape:
-        logits, _, _ = model._forward(x, training=True, detach_cut=False)
-        losses, _, _ = model._task_terms(y, logits, None)
+        logits = model.forward(x, training=True).logits
+        losses = model.task_loss_function(y, logits).stacked
     for k in range(2):
         other = per_task_vars[1 - k]
         for g in tape.gradient(losses[k], other):
@@ -126,8 +126,8 @@ def test_a_fully_masked_row_changes_no_gradient(level):
     model.set_balancer("ew", level=level)
     x, y = small_batch()
     masked = {k: tf.tensor_scatter_nd_update(v, [[4]], [np.nan]) for k, v in y.items()}
-    with_masked_row, _, _, _ = model.compute_gradients(x, masked)
-    without_row, variables, _, _ = model.compute_gradients(*batch_without_row(x, y, 4))
+    with_masked_row, _, _, _, *_ = model.compute_gradients(x, masked)
+    without_row, variables, _, _, *_ = model.compute_gradients(*batch_without_row(x, y, 4))
     assert_gradients_close(with_masked_row, without_row, variables)
 
 
@@ -135,9 +135,10 @@ def test_a_masked_label_is_not_a_negative():
     model = small_model("mmoe", tasks=[km.Task("click", missing_value=-1.0),
                                        km.Task("watch_time", kind="regression")])
     x, y = small_batch()
-    logits, _, _ = model._forward(x, training=False, detach_cut=False)
+    logits = model.forward(x, training=False).logits
     y_masked = dict(y, click=tf.tensor_scatter_nd_update(y["click"], [[0], [1]], [-1.0, -1.0]))
-    losses, _, weights = model._task_terms(y_masked, logits, None)
+    terms = model.task_loss_function(y_masked, logits)
+    losses, weights = terms.stacked, terms.row_weights
     rest = slice(2, None)
     expected = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
         labels=y["click"][rest], logits=logits[0][rest]))
@@ -158,10 +159,10 @@ def test_sample_space_ignores_labels_outside_it(level):
     purchase = tf.constant([1.0, 0.0, 0.0, 0.0] * 4)
     # Garbage purchase labels on unclicked rows must not matter.
     purchase_noisy = tf.where(click > 0, purchase, tf.ones_like(purchase))
-    a, variables, terms_a, _ = model.compute_gradients(x, {"click": click, "purchase": purchase})
-    b, _, terms_b, _ = model.compute_gradients(x, {"click": click, "purchase": purchase_noisy})
+    a, variables, terms_a, _, *_ = model.compute_gradients(x, {"click": click, "purchase": purchase})
+    b, _, terms_b, _, *_ = model.compute_gradients(x, {"click": click, "purchase": purchase_noisy})
     assert_gradients_close(a, b, variables, rtol=1e-6)
-    np.testing.assert_allclose(terms_a[0], terms_b[0], rtol=1e-6)
+    np.testing.assert_allclose(terms_a, terms_b, rtol=1e-6)
 
 
 @pytest.mark.parametrize("level", ["losses", "representation", "parameters"])
@@ -169,8 +170,8 @@ def test_an_empty_sample_space_contributes_exactly_zero(level):
     model = funnel_model(level)
     x, _ = small_batch()
     y = {"click": tf.zeros([16]), "purchase": tf.ones([16])}
-    grads, variables, terms, _ = model.compute_gradients(x, y)
-    assert float(terms[0][1]) == 0.0
+    grads, variables, terms, _, *_ = model.compute_gradients(x, y)
+    assert float(terms[1]) == 0.0
     for g, v in zip(grads, variables, strict=True):
         if g is not None:
             assert np.all(np.isfinite(as_dense(g))), v.path
@@ -273,8 +274,8 @@ def test_famo_updates_its_logits_from_the_same_batch_after_the_step():
     model.compile(optimizer=keras.optimizers.SGD(0.5))
 
     def losses():
-        logits, _, _ = model._forward(x, training=True, detach_cut=False)
-        return model._task_terms(y, logits, None)[0].numpy().astype(np.float64)
+        logits = model.forward(x, training=True).logits
+        return model.task_loss_function(y, logits).stacked.numpy().astype(np.float64)
 
     before = losses()
     model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)

@@ -1,25 +1,27 @@
-"""keras_mtl.bench: the floor step computes real gradients, summaries read the rows right."""
+"""keras_mtl.benchmarks.throughput: the floor step computes real gradients, the grid runs every
+configuration, summaries read the rows right, the default set covers every balancer."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_mtl import bench
+from keras_mtl import balancers
+from keras_mtl.benchmarks import presets, throughput
 
 
 @pytest.mark.parametrize("architecture", ["mmoe", "ple"])
 def test_floor_step_applies_the_summed_loss_gradient(architecture):
     # K backward passes from the cut, summed, are the gradient of the summed loss: with SGD the
     # floor and the plain step must make the same update from the same weights.
-    features, tasks, x, y = bench.bench_data(num_tasks=3, batch_size=64, seed=0)
+    features, tasks, x, y = throughput.bench_data(num_tasks=3, batch_size=64, seed=0)
     models = []
     for per_task in (False, True):
         keras.utils.set_random_seed(0)
-        model = bench._model(architecture, features, tasks, experts=4, units=8)
+        model = throughput.build_model(architecture, features, tasks, experts=4, units=8)
         model.compile(optimizer=keras.optimizers.SGD(0.5), balancer="ew", jit_compile=False)
         model(x)
         before = [np.array(w) for w in model.get_weights()]
-        bench.floor_step(model, jit_compile=False, per_task=per_task)(x, y)
+        throughput.floor_step(model, jit_compile=False, per_task=per_task)(x, y)
         models.append((model, before))
     (plain, before_plain), (floor, before_floor) = models
     for a, b in zip(before_plain, before_floor, strict=True):
@@ -31,12 +33,30 @@ def test_floor_step_applies_the_summed_loss_gradient(architecture):
     assert moved > 4  # trunk, gates and heads all moved
 
 
+def test_floor_step_updates_an_embedding_table_left_out_of_the_matrix():
+    # The table is outside the parameter-level matrix (`partition.unbalanced_tables`): the floor
+    # still trains it, with one pass of the summed cut gradient, as the plain step does.
+    features, tasks, x, y = throughput.bench_data(num_tasks=2, batch_size=32, seed=0,
+                                                  embedding_rows=100)
+    updates = []
+    for per_task in (False, True):
+        keras.utils.set_random_seed(0)
+        model = throughput.build_model("mmoe", features, tasks, experts=2, units=4)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), balancer="ew", jit_compile=False)
+        (table,) = model.partition.unbalanced_tables
+        before = np.array(table)
+        throughput.floor_step(model, jit_compile=False, per_task=per_task)(x, y)
+        updates.append(np.array(table) - before)
+    assert np.abs(updates[0]).max() > 0
+    np.testing.assert_allclose(updates[1], updates[0], rtol=1e-4, atol=1e-7)
+
+
 def test_grid_runs_every_configuration_and_the_embedding_case():
-    result = bench.run_grid(["ew@representation"], architectures=("cgc",),
-                            task_counts=(2, 3), jit_modes=(False,), embedding_rows=50_000,
-                            embedding_balancers=["multibalance", "mgda"], batch_size=32,
-                            experts=2, units=4, steps=1, windows=1, warmup=0, floor=False,
-                            log=lambda _: None)
+    result = throughput.run_grid(["ew@representation"], architectures=("cgc",),
+                                 task_counts=(2, 3), jit_modes=(False,), embedding_rows=50_000,
+                                 embedding_balancers=["multibalance", "mgda"], batch_size=32,
+                                 experts=2, units=4, steps=1, windows=1, warmup=0, floor=False,
+                                 log=lambda _: None)
     configs = [(r["config"]["architecture"], r["config"]["num_tasks"],
                 r["config"]["embedding_rows"]) for r in result["runs"]]
     assert configs == [("cgc", 2, 0), ("cgc", 3, 0), ("cgc", 2, 50_000)]
@@ -47,7 +67,8 @@ def test_grid_runs_every_configuration_and_the_embedding_case():
         first, last = run["ew_ms_first_and_last"]
         assert run["rows"][0]["step_ms"] == pytest.approx(min(first, last))
         assert run["rows"][0]["ratio_to_ew"] == pytest.approx(1.0)
-    table = bench.format_markdown(result)
+    assert {"cpu_count", "tensorflow", "keras", "memory_statistics"} <= set(result["machine"])
+    table = throughput.format_markdown(result)
     assert "| configuration |" in table and "50,000-row embedding table" in table
 
 
@@ -65,7 +86,7 @@ def test_summary_spans_levels_and_leaves_every_k_apart():
                     row("multibalance", "representation", 0.6, memory=1.3),
                     row("ew", "parameters", 0.45, 0.9), row("mgda", "parameters", 0.3, 0.6),
                     row("upgrad (every 10)", "parameters", 0.7, 1.4)]}
-    (summary,) = bench.summary_rows({"runs": [run]})
+    (summary,) = throughput.summary_rows({"runs": [run]})
     assert summary["losses"] == "0.90"
     assert summary["representation"] == "0.40–0.60"
     assert summary["ew_representation"] == 0.8 and summary["ew_parameters"] == 0.45
@@ -74,3 +95,19 @@ def test_summary_spans_levels_and_leaves_every_k_apart():
     assert summary["parameters_to_floor"] == "0.60–0.90"
     assert summary["memory"] == "1.00–1.30"
     assert summary["floor"] == 0.5
+
+
+def test_default_set_covers_every_registered_balancer():
+    names = {presets.parse_balancer(spec)[0] for spec in throughput.default_balancers()}
+    assert names == {n for n in balancers.available() if not n.startswith("_")}
+    assert presets.parse_balancer("nash_mtl@representation*10") == (
+        "nash_mtl", {"level": "representation", "every": 10})
+
+
+def test_quick_settings_shrink_everything_but_a_smaller_batch():
+    full = throughput.settings(batch_size=2048, experts=8, units=256, steps=10, windows=5)
+    assert full == dict(batch_size=2048, experts=8, units=256, steps=10, windows=5)
+    quick = throughput.settings(batch_size=2048, experts=8, units=256, steps=10, windows=5,
+                                quick=True)
+    assert quick == dict(batch_size=256, experts=4, units=32, steps=3, windows=2, warmup=1)
+    assert throughput.settings(64, 8, 256, 10, 5, quick=True)["batch_size"] == 64

@@ -1,5 +1,8 @@
 """Quality benchmark (`keras-mtl bench --quality`): which architecture and balancer to use.
 
+Models come from `presets` (the same architectures as `keras-mtl train --model`); `--jobs N` runs
+the experiments in processes side by side (`parallel`).
+
 Three experiments, each a table of mean ± std over seeds on held-out data:
 
 1. **Census-Income** (income / never-married): single-task models, Shared-Bottom, MMoE, CGC and PLE
@@ -25,9 +28,6 @@ once however many runs it has.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import platform
 import random
 import statistics
 import time
@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
+
+from keras_mtl.benchmarks import presets, report
 
 # The published Census-Income figures (their own splits; see the note printed under the table).
 PUBLISHED_CENSUS = (
@@ -104,10 +106,8 @@ class _Row:
         self.model = self._fresh(1e-3)
 
     def _fresh(self, learning_rate: float) -> keras.Model:
-        from keras_mtl import bench
-
         model = self._build()
-        balancer = bench.make_balancer(self._balancer, len(model.tasks))
+        balancer = presets.make_balancer(self._balancer, len(model.tasks))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), balancer=balancer,
                       jit_compile=self._jit, steps_per_execution=self._steps_per_execution)
         return model
@@ -188,19 +188,11 @@ def _summary(values: Sequence[float]) -> dict:
 
 
 # ---------------------------------------------------------------------------------- experiments
-def _backbone(name: str, num_experts: int, units: Sequence[int]):
-    from keras_mtl.cli import make_backbone
-
-    return make_backbone(name, list(units), num_experts)
-
-
 def _model_builder(data, tasks, architecture, num_experts=4, units=(64,), tower_units=(32,)):
-    import keras_mtl as km
-
+    """A fresh `presets` model per call (a row rebuilds it for every seed and learning rate)."""
     def build():
-        return km.MultiTaskModel(features=data.features, tasks=tasks,
-                                 backbone=_backbone(architecture, num_experts, units),
-                                 tower_units=tower_units)
+        return presets.build_model(architecture, data.features, tasks, expert_units=units,
+                                   num_experts=num_experts, tower_units=tower_units)
     return build
 
 
@@ -261,6 +253,7 @@ def _progress(result: dict, names) -> str:
 def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,
            architectures: Sequence[str] = ("shared-bottom", "mmoe", "cgc", "ple"),
            log: Callable[[str], None] = print) -> dict:
+    """Experiment 1 (see the module docstring); `balancers=None`: every registered one."""
     from keras_mtl import balancers as balancers_lib
     from keras_mtl import datasets
 
@@ -270,8 +263,7 @@ def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,
     if balancers is None:
         balancers = [n for n in balancers_lib.available()
                      if not n.startswith("_") and n not in SKIPPED_BALANCERS]
-    titles = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
-    rows = [(f"{titles[a]} + ew", a, "ew") for a in architectures]
+    rows = [(f"{presets.TITLES[a]} + ew", a, "ew") for a in architectures]
     rows += [(f"PLE + {b}", "ple", b) for b in balancers if b != "ew"]
     log(f"Census-Income: {data.description}; {len(rows) + 1} rows × {budget.seeds} seeds")
     return {"data": data.description, "train_rows": len(data.train), "test_rows": len(data.test),
@@ -280,9 +272,11 @@ def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,
             "published": list(PUBLISHED_CENSUS), "note": CENSUS_NOTE}
 
 
-def synthetic(budget: Budget, correlations=(0.5, 0.9, 1.0),
-              architectures=("shared-bottom", "mmoe", "ple"), jit_compile: bool = True,
+def synthetic(budget: Budget, correlations: Sequence[float] = (0.5, 0.9, 1.0),
+              architectures: Sequence[str] = ("shared-bottom", "mmoe", "ple"),
+              jit_compile: bool = True,
               log: Callable[[str], None] = print) -> dict:
+    """Experiment 2 (see the module docstring): one table row per correlation."""
     from keras_mtl import datasets
 
     results = []
@@ -314,6 +308,7 @@ def synthetic(budget: Budget, correlations=(0.5, 0.9, 1.0),
 
 def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
            log: Callable[[str], None] = print) -> dict:
+    """Experiment 3 (see the module docstring): `balancers` side by side, then ESMM."""
     from keras_mtl import datasets
 
     plain = datasets.make_funnel(seed=0)
@@ -344,6 +339,8 @@ def check_experiments(experiments: Sequence[str]) -> None:
 def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: int | None = None,
         census_path: str | None = None, balancers: Sequence[str] | None = None,
         log: Callable[[str], None] = print) -> dict:
+    """The `experiments` in this process, in order, at the default budgets (`quick`: tiny ones,
+    which check every code path rather than measure); `seeds` overrides every budget's."""
     check_experiments(experiments)
     budgets = dict(QUICK_BUDGETS if quick else DEFAULT_BUDGETS)
     # Quick mode checks every code path on tiny budgets, not every row: one balancer beside ew.
@@ -353,7 +350,7 @@ def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: in
             raise ValueError(f"seeds must be at least 1, got {seeds}.")
         budgets = {k: dataclasses.replace(b, seeds=seeds) for k, b in budgets.items()}
     start = time.perf_counter()
-    result = {"quick": quick, "machine": _machine()}
+    result = {"quick": quick, "machine": report.machine()}
     if "census" in experiments:
         began = time.perf_counter()
         result["census"] = census(
@@ -380,15 +377,6 @@ def run(experiments: Sequence[str] = EXPERIMENTS, quick: bool = False, seeds: in
     return result
 
 
-def _machine() -> dict:
-    import tensorflow as tf
-
-    from keras_mtl.bench import cpu_count
-
-    return {"platform": platform.platform(), "cpu_count": cpu_count(),
-            "tensorflow": tf.__version__, "keras": keras.__version__}
-
-
 # ---------------------------------------------------------------------------------- output
 def _minutes(experiment: dict) -> str:
     return f"{experiment['seconds'] / 60:.0f} min" if "seconds" in experiment else ""
@@ -399,7 +387,7 @@ def _cell(summary: dict) -> str:
 
 
 def _gain(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{value:+.4f}"
+    return report.number(value, "+.4f")
 
 
 def _rate(value) -> str:
@@ -408,6 +396,7 @@ def _rate(value) -> str:
 
 
 def format_markdown(result: dict) -> str:
+    """The experiments' tables (those `result` has), under a line naming the machine."""
     jobs = result.get("jobs", 1)
     side_by_side = (f" with {jobs} processes side by side (an experiment's minutes are its own "
                     "process's)" if jobs > 1 else "")
@@ -446,11 +435,10 @@ def format_markdown(result: dict) -> str:
                 "validation MSE; Shared-Bottom 113 units, MMoE 8 "
                 "experts × 16, PLE 2 levels of 4 shared + 1 per task × 16; towers of 8.", "",
                 "| p | Shared-Bottom | MMoE | PLE | lowest MSE first |", "|---|---|---|---|---|"]
-        titles = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "ple": "PLE"}
         for p in sorted({r["correlation"] for r in s["rows"]}):
             rows = [r for r in s["rows"] if r["correlation"] == p]
             cells = {r["architecture"]: _cell(r["mean_mse"]) for r in rows}
-            order = " < ".join(titles[r["architecture"]]
+            order = " < ".join(presets.TITLES[r["architecture"]]
                                for r in sorted(rows, key=lambda r: r["mean_mse"]["mean"]))
             out.append(f"| {p} | {cells.get('shared-bottom', '')} | {cells.get('mmoe', '')} | "
                        f"{cells.get('ple', '')} | {order} |")
@@ -472,8 +460,3 @@ def format_markdown(result: dict) -> str:
                        f"{_rate(r['learning_rate'])} |")
         out.append("")
     return "\n".join(out)
-
-
-def save_json(result: dict, path: str) -> None:
-    with open(path, "w") as handle:
-        json.dump(result, handle, indent=2, default=lambda o: float(np.asarray(o)))

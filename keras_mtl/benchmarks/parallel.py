@@ -7,8 +7,8 @@ itself). Experiments, not rows, are the unit: a process runs whole experiments, 
 learning-rate pick and single-task baseline stay in one process and the results are exactly
 those of a single-process run.
 
-Each process is `python -m keras_mtl.quality_parallel` (this module's `main`): it runs
-`quality.run` on its experiments and writes the result as JSON, which the parent merges.
+Each process is `python -m keras_mtl.benchmarks.parallel` (this module's `main`, `MODULE`): it
+runs `quality.run` on its experiments and writes the result as JSON, which the parent merges.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+# What each process runs with `python -m` (the `__main__` block below).
+MODULE = "keras_mtl.benchmarks.parallel"
 # Minutes each experiment took alone at the default budget (docs/quality.md, 2-core VM): the
 # weights for spreading experiments over processes, largest first.
 EXPECTED_MINUTES = {"census": 29.0, "synthetic": 15.0, "funnel": 9.0}
@@ -49,7 +51,8 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
     """`quality.run`'s result, computed by up to `jobs` processes. Progress lines of every
     process go to `log` as they come. If a process fails, the others are stopped and the error
     names its experiments and ends with its last output."""
-    from keras_mtl import quality
+    # Imported here, not at the top: `plan` and the parent's process handling need no Keras.
+    from keras_mtl.benchmarks import quality, report
 
     quality.check_experiments(experiments)  # before any process starts
     groups = plan(experiments, jobs)
@@ -64,7 +67,7 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
         workers = []
         for index, group in enumerate(groups):
             output = os.path.join(folder, f"{index}.json")
-            command = [sys.executable, "-m", "keras_mtl.quality_parallel",
+            command = [sys.executable, "-m", MODULE,
                        "--experiments", ",".join(group), "--json", output]
             if quick:
                 command.append("--quick")
@@ -91,7 +94,7 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
                     process.wait()
                 forward.join()
                 stderr.close()
-        result = {"quick": quick, "machine": quality._machine(), "jobs": len(groups)}
+        result = {"quick": quick, "machine": report.machine(), "jobs": len(groups)}
         for group, _, output, _, _, _ in workers:
             with open(output) as handle:
                 part = json.load(handle)
@@ -131,9 +134,11 @@ def _wait(workers) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from keras_mtl import quality
+    """One process of `run`: its experiments' `quality.run` result, written to `--json`."""
+    from keras_mtl.benchmarks import quality, report
 
-    parser = argparse.ArgumentParser(prog="python -m keras_mtl.quality_parallel")
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}",
+                                     description="One process of keras-mtl bench --quality --jobs.")
     parser.add_argument("--experiments", required=True)
     parser.add_argument("--json", required=True)
     parser.add_argument("--quick", action="store_true")
@@ -145,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          census_path=args.data_path,
                          balancers=args.balancers.split(",") if args.balancers else None,
                          log=lambda line: print(line, flush=True))
-    quality.save_json(result, args.json)
+    report.save_json(result, args.json)
     return 0
 
 

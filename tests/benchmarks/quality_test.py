@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from keras_mtl import quality
+from keras_mtl.benchmarks import quality
 from keras_mtl.cli import main
 from tests.helpers import CENSUS_FILE, SHARED_DATA
 
@@ -46,24 +46,15 @@ def test_unknown_experiment_is_named():
         quality.run(["censsus"])
 
 
-def test_plan_puts_the_longest_experiment_alone_and_keeps_order():
-    from keras_mtl.quality_parallel import plan
+def test_markdown_leaves_an_undefined_gain_empty():
+    def summary(mean):
+        return {"mean": mean, "std": 0.0, "runs": [mean]}
 
-    assert plan(["census", "synthetic", "funnel"], 2) == [["census"], ["synthetic", "funnel"]]
-    assert plan(["funnel", "census"], 1) == [["funnel", "census"]]
-    assert plan(["census", "synthetic", "funnel"], 8) == [["census"], ["synthetic"], ["funnel"]]
-    with pytest.raises(ValueError, match="jobs must be at least 1"):
-        plan(["census"], 0)
-
-
-def test_a_failing_process_stops_the_others_and_names_its_experiment(tmp_path):
-    from keras_mtl import quality_parallel
-
-    missing = str(tmp_path / "no-census-here.gz")
-    lines = []
-    with pytest.raises(RuntimeError, match=r"(?s)process for census failed.*No census-income file"):
-        quality_parallel.run(["census", "synthetic"], jobs=2, quick=True, census_path=missing,
-                             log=lines.append)
-    # The synthetic process was stopped rather than waited for: its last row never finished
-    # (importing TensorFlow and training two rows takes it far longer than census takes to fail).
-    assert not any("p=0.5 mmoe" in line for line in lines)
+    row = {"row": "PLE + ew (ESMM)", "click_auc": summary(0.7), "purchase_auc": summary(0.6),
+           "click_gain": 0.0125, "purchase_gain": float("nan"), "learning_rate": 1e-3}
+    result = {"machine": {"cpu_count": 2, "tensorflow": "x"}, "seconds": 60.0, "quick": True,
+              "funnel": {"data": "funnel", "note": "note", "rows": [row],
+                         "budget": {"seeds": 1, "epochs": 1, "batch_size": 8,
+                                    "learning_rates": [1e-3]}}}
+    table = quality.format_markdown(result)
+    assert "| PLE + ew (ESMM) | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | +0.0125 |  | 0.001 |" in table

@@ -1,5 +1,5 @@
-"""Training throughput and peak memory of balancers, as ratios to equal weighting measured in the
-same run on the same model and data.
+"""`keras-mtl bench`: training throughput and peak memory of balancers, as ratios to equal
+weighting measured in the same run on the same model and data.
 
 Besides one row per balancer, every configuration measures the *floor* of parameter-level
 balancing: one forward pass, K backward passes through the shared trunk (one per task, from the
@@ -11,23 +11,25 @@ nothing beyond the gradients it cannot avoid.
 
 Peak memory comes from TensorFlow's allocator statistics, which exist on CPU only with its BFC
 allocator (`TF_CPU_ALLOCATOR_USE_BFC=true`; `keras-mtl bench` sets it before TensorFlow allocates
-anything); without them the memory columns are empty. A row's figure is the peak allocated during
-its build, compile and timed steps minus what was allocated before it started.
+anything, with `report.cpu_allocator_statistics`); without them the memory columns are empty. A
+row's figure is the peak allocated during its build, compile and timed steps minus what was
+allocated before it started.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
-import json
-import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_mtl.benchmarks import presets, report
 
 # Besides every registered balancer at its default level: ew at the gradient levels (the cost of
 # obtaining per-task gradients, with nothing to balance), a few methods at their other level, and
@@ -67,38 +69,27 @@ class BenchRow:
     ratio_to_floor: float | None = None
 
 
-def parse_balancer(spec: str):
-    """`"name"`, `"name@level"`, `"name*k"` or `"name@level*k"` (weights recomputed every k
-    steps) → `(name, kwargs)`."""
-    spec, _, every = spec.partition("*")
-    name, _, level = spec.partition("@")
-    kwargs = {"level": level} if level else {}
-    if every:
-        kwargs["every"] = int(every)
-    return name, kwargs
+# `--quick`: a small model and few steps (about a minute), the batch capped at 256.
+QUICK_SETTINGS = {"batch_size": 256, "experts": 4, "units": 32, "steps": 3, "windows": 2,
+                  "warmup": 1}
 
 
-def make_balancer(spec: str, num_tasks: int):
-    from keras_mtl import balancers
+def settings(batch_size: int, experts: int, units: int, steps: int, windows: int,
+             quick: bool = False) -> dict:
+    """`run`'s sizes from the CLI's flags; `quick` replaces them with `QUICK_SETTINGS` (keeping a
+    smaller batch than 256)."""
+    kwargs = dict(batch_size=batch_size, experts=experts, units=units, steps=steps,
+                  windows=windows)
+    if quick:
+        kwargs.update(QUICK_SETTINGS, batch_size=min(batch_size, QUICK_SETTINGS["batch_size"]))
+    return kwargs
 
-    name, kwargs = parse_balancer(spec)
-    if name == "static":
-        kwargs["weights"] = [1.0 / (k + 1) for k in range(num_tasks)]
-    return balancers.get(name, **kwargs)
 
-
-def _model(architecture: str, features, tasks, experts: int, units: int):
-    import keras_mtl as km
-
-    backbone = {
-        "mmoe": lambda: km.layers.MMoE(num_experts=experts, expert_units=[units]),
-        "cgc": lambda: km.layers.CGC(shared_experts=experts // 2, task_experts=1,
-                                     expert_units=[units]),
-        "ple": lambda: km.layers.PLE(num_levels=2, shared_experts=experts // 2, task_experts=1,
-                                     expert_units=[units]),
-        "shared-bottom": lambda: km.layers.SharedBottom(units=[units]),
-    }[architecture]()
-    return km.MultiTaskModel(features=features, tasks=tasks, backbone=backbone, tower_units=[32])
+def build_model(architecture: str, features, tasks, experts: int, units: int) -> keras.Model:
+    """The benchmarked model: `presets.make_backbone(architecture)` with one layer of `units` per
+    expert and `experts` as the expert budget, towers of 32."""
+    return presets.build_model(architecture, features, tasks, expert_units=[units],
+                               num_experts=experts, tower_units=[32])
 
 
 # ---------------------------------------------------------------------------------- memory
@@ -123,7 +114,8 @@ def _peak_since(start: tuple[int, int] | None) -> float | None:
     return (now[1] - start[0]) / 2**20
 
 
-def measure(step, steps: int, windows: int, warmup: int) -> tuple[float, float]:
+def measure(step: Callable[[], tf.Tensor], steps: int, windows: int,
+            warmup: int) -> tuple[float, float]:
     """`step()` runs one training step and returns a tensor. Returns (median seconds per step over
     `windows` windows of `steps`, seconds of the first call: tracing and compilation)."""
     start = time.perf_counter()
@@ -141,41 +133,46 @@ def measure(step, steps: int, windows: int, warmup: int) -> tuple[float, float]:
     return statistics.median(per_step), compile_seconds
 
 
-def floor_step(model, jit_compile: bool, per_task: bool = True):
+def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
     """A bare training step `(x, y) -> loss`, using only the model's own forward and loss code
-    (`_forward`, `_task_terms`), so it computes what `train_step` does up to the balancing.
+    (`model.forward`, `model.task_loss_function`), so it computes what `train_step` does up to
+    the balancing.
 
     `per_task=True`, the floor of parameter-level balancing: one forward pass, one backward pass
     per task from the cut through the shared trunk, and one optimizer update of their sum (heads
     and embedding tables get one pass of the summed loss). `per_task=False`: plain training, one
     backward pass of the summed loss. Neither flattens, solves or updates metrics."""
-    trunk = model._balanced_variables()
-    tables = [v for v in model._sparse_shared_variables if all(v is not t for t in trunk)]
-    heads = model.head_variables
-    model.optimizer.build(model.trainable_variables)
+    partition = model.partition
+    variables = list(partition.variables)
+    # The variables a parameter-level balancer forms per-task gradients of; embedding tables left
+    # out of that matrix get one pass of the summed cut gradient, as `train_step` updates them.
+    trunk = list(partition.balanced)
+    tables = list(partition.unbalanced_tables)
+    heads = list(partition.heads)
+    model.optimizer.build(variables)
 
-    def dense(grads, variables):
+    def dense(grads, targets):
         # Not `unconnected_gradients=ZERO`: its zeros_like fails on Keras variables (str dtype).
         return [tf.zeros(v.shape, v.dtype) if g is None else g
-                for v, g in zip(variables, grads, strict=True)]
+                for v, g in zip(targets, grads, strict=True)]
 
     @tf.function(jit_compile=jit_compile)
     def plain(x, y):
         with tf.GradientTape() as tape:
-            logits, _, _ = model._forward(x, training=True, detach_cut=False)
-            shares, _, _ = model._task_terms(y, logits, None)
-            total = tf.reduce_sum(model._weighted_losses(shares))
-        variables = model.trainable_variables
+            logits = model.forward(x, training=True).logits
+            total = tf.reduce_sum(tf.stack(model.task_loss_function(y, logits).weighted))
         model.optimizer.apply(dense(tape.gradient(total, variables), variables), variables)
         return total
 
     @tf.function(jit_compile=jit_compile)
     def floor(x, y):
         with tf.GradientTape(persistent=True) as tape:
-            logits, cut, leaves = model._forward(x, training=True, detach_cut=True)
+            forward = model.forward(x, training=True, detach_cut=True)
+            cut, leaves = forward.cut, forward.leaves
             tape.watch(leaves)
-            shares, _, _ = model._task_terms(y, logits, None, as_list=True)
-            losses = model._weighted_loss_list(shares)
+            # One scalar per task, each from its own task's terms only: differentiating one
+            # touches that task's head alone (not all K with zero gradients).
+            losses = list(model.task_loss_function(y, forward.logits).weighted)
             total = tf.add_n(losses)
         summed_cut, summed_trunk = None, None
         for loss in losses:
@@ -193,7 +190,7 @@ def floor_step(model, jit_compile: bool, per_task: bool = True):
     return floor if per_task else plain
 
 
-def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int = 0):
+def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int = 0) -> tuple:
     """One batch of the MMoE synthetic data (K tasks) as `(features, tasks, x, y)`; with
     `embedding_rows`, an `item_id` feature embedded in a table of that many rows (16 wide) whose
     ids are drawn uniformly, so a batch touches about `batch_size` distinct rows."""
@@ -213,7 +210,7 @@ def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int =
 
 
 def run(
-    balancers=None,
+    balancers: Sequence[str] | None = None,
     architecture: str = "mmoe",
     num_tasks: int = 4,
     batch_size: int = 2048,
@@ -227,7 +224,7 @@ def run(
     embedding_rows: int = 0,
     floor: bool = True,
     optimizer: str = "adam",
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Throughput and peak memory of every balancer on one architecture and data set, `ew` first
     as the baseline, plus the parameter-level floor (see the module docstring)."""
@@ -239,8 +236,8 @@ def run(
 
     def build(spec):
         keras.utils.set_random_seed(seed)
-        model = _model(architecture, features, tasks, experts, units)
-        balancer = make_balancer(spec, num_tasks)
+        model = build_model(architecture, features, tasks, experts, units)
+        balancer = presets.make_balancer(spec, num_tasks)
         model.compile(optimizer=optimizer, balancer=balancer, jit_compile=jit_compile)
         return model, balancer
 
@@ -250,6 +247,7 @@ def run(
     model.train_on_batch(x, y)
     del model
     gc.collect()
+
     def time_row(spec):
         start = _allocator_bytes()
         _reset_peak()
@@ -261,8 +259,8 @@ def run(
         del model
         gc.collect()  # free the model's memory now: the next row's baseline reads it
         if log is not None:
-            log(f"  {_label(spec)} ({balancer.level}): {1000 * seconds:.1f} ms/step, first step "
-                f"{compile_seconds:.1f} s")
+            log(f"  {presets.balancer_label(spec)} ({balancer.level}): {1000 * seconds:.1f} "
+                f"ms/step, first step {compile_seconds:.1f} s")
         return balancer.level, seconds, compile_seconds, memory
 
     timed = [(spec, *time_row(spec)) for spec in specs]
@@ -277,7 +275,7 @@ def run(
     baseline_memory = timed[0][4]
     rows = [
         BenchRow(
-            balancer=_label(spec), level=level,
+            balancer=presets.balancer_label(spec), level=level,
             examples_per_second=batch_size / seconds, ratio_to_ew=baseline / seconds,
             step_ms=1000 * seconds, compile_seconds=compile_seconds, peak_memory_mb=memory,
             memory_ratio_to_ew=memory / baseline_memory if memory and baseline_memory else None,
@@ -314,9 +312,10 @@ def run(
     }
 
 
-def run_grid(balancers=None, architectures=("mmoe",), task_counts=(4,),
-             jit_modes=(True,), embedding_rows: int = 0, embedding_balancers=EMBEDDING_SPECS,
-             log=print, **kwargs) -> dict:
+def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str] = ("mmoe",),
+             task_counts: Sequence[int] = (4,), jit_modes: Sequence[bool] = (True,),
+             embedding_rows: int = 0, embedding_balancers: Sequence[str] = EMBEDDING_SPECS,
+             log: Callable[[str], None] = print, **kwargs) -> dict:
     """`run` for every (architecture, K, XLA) combination, then, with `embedding_rows`, the
     large-embedding configuration (first architecture, K and XLA mode) on
     `embedding_balancers`."""
@@ -337,20 +336,8 @@ def run_grid(balancers=None, architectures=("mmoe",), task_counts=(4,),
 
 
 def _machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": cpu_count(), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "memory_statistics": _allocator_bytes() is not None}
-
-
-def _label(spec: str) -> str:
-    name, _, every = spec.partition("*")
-    return name.partition("@")[0] + (f" (every {every})" if every else "")
-
-
-def cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # The memory columns are empty without allocator statistics; the table's note says so.
+    return {**report.machine(), "memory_statistics": _allocator_bytes() is not None}
 
 
 def _title(result: dict) -> str:
@@ -360,10 +347,6 @@ def _title(result: dict) -> str:
     if c.get("embedding_rows"):
         title += f", {c['embedding_rows']:,}-row embedding table"
     return title
-
-
-def _number(value, pattern: str) -> str:
-    return "" if value is None else format(value, pattern)
 
 
 def _span(values) -> str:
@@ -422,8 +405,9 @@ def format_markdown(result: dict) -> str:
         for r in summary_rows({"runs": runs}):
             lines.append(
                 f"| {r['config']} | {r['ew_examples_per_second']:,.0f} | {r['losses']} | "
-                f"{_number(r['ew_representation'], '.2f')} | {r['representation']} | "
-                f"{_number(r['floor'], '.2f')} | {_number(r['ew_parameters'], '.2f')} | "
+                f"{report.number(r['ew_representation'], '.2f')} | {r['representation']} | "
+                f"{report.number(r['floor'], '.2f')} | "
+                f"{report.number(r['ew_parameters'], '.2f')} | "
                 f"{r['parameters']} | {r['parameters_to_floor']} | {r['every_k']} | "
                 f"{r['memory']} |")
         lines.append("")
@@ -444,13 +428,8 @@ def format_markdown(result: dict) -> str:
             lines.append(f"| {r['balancer']} | {r['level']} | {r['examples_per_second']:,.0f} | "
                          f"{r['ratio_to_ew']:.2f} | {r['step_ms']:.1f} | "
                          f"{r['compile_seconds']:.1f} | "
-                         f"{_number(r.get('ratio_to_floor'), '.2f')} | "
-                         f"{_number(r.get('peak_memory_mb'), ',.1f')} | "
-                         f"{_number(r.get('memory_ratio_to_ew'), '.2f')} |")
+                         f"{report.number(r.get('ratio_to_floor'), '.2f')} | "
+                         f"{report.number(r.get('peak_memory_mb'), ',.1f')} | "
+                         f"{report.number(r.get('memory_ratio_to_ew'), '.2f')} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def save_json(result: dict, path: str) -> None:
-    with open(path, "w") as handle:
-        json.dump(result, handle, indent=2, default=lambda o: float(np.asarray(o)))

@@ -1,0 +1,79 @@
+"""Architectures and balancer specs by name: the one set the CLI (`train`, `bench`) and both
+benchmarks build from, so that `--model ple` means the same network everywhere.
+
+Kept free of TensorFlow/Keras at import time (they are imported by the builders): the CLI reads
+`ARCHITECTURES` to build its argument parser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keras_mtl.balancers.base import Balancer
+    from keras_mtl.layers.backbone import Backbone
+    from keras_mtl.models import MultiTaskModel
+
+# In the CLI's order (its `--model` choices and help text list them so).
+ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom")
+# How tables and row labels name them.
+TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
+
+
+def make_backbone(name: str, expert_units: Sequence[int], num_experts: int) -> Backbone:
+    """The backbone called `name`, with `num_experts` as the total expert budget: MMoE gets all of
+    them; CGC and PLE (2 levels) get half as shared experts (at least one) plus one per task;
+    Shared-Bottom is one MLP of `expert_units`."""
+    from keras_mtl import layers
+
+    units = [int(u) for u in expert_units]
+    # `max(1, ...)`: CGC/PLE refuse zero shared experts, so a budget of 1 still builds.
+    shared = max(1, num_experts // 2)
+    if name == "ple":
+        return layers.PLE(num_levels=2, shared_experts=shared, task_experts=1, expert_units=units)
+    if name == "cgc":
+        return layers.CGC(shared_experts=shared, task_experts=1, expert_units=units)
+    if name == "mmoe":
+        return layers.MMoE(num_experts=num_experts, expert_units=units)
+    if name == "shared-bottom":
+        return layers.SharedBottom(units=units)
+    raise ValueError(f"Unknown model {name!r}; expected one of {ARCHITECTURES}.")
+
+
+def build_model(architecture: str, features: Any, tasks: Sequence[Any], expert_units: Sequence[int],
+                num_experts: int, tower_units: Sequence[int] = (32,)) -> MultiTaskModel:
+    """A `MultiTaskModel` on `make_backbone(architecture, expert_units, num_experts)`."""
+    from keras_mtl.models import MultiTaskModel
+
+    return MultiTaskModel(features=features, tasks=tasks,
+                          backbone=make_backbone(architecture, expert_units, num_experts),
+                          tower_units=list(tower_units))
+
+
+def parse_balancer(spec: str) -> tuple[str, dict]:
+    """`"name"`, `"name@level"`, `"name*k"` or `"name@level*k"` (weights recomputed every k
+    steps) → `(name, kwargs)`."""
+    spec, _, every = spec.partition("*")
+    name, _, level = spec.partition("@")
+    kwargs: dict = {"level": level} if level else {}
+    if every:
+        kwargs["every"] = int(every)
+    return name, kwargs
+
+
+def make_balancer(spec: str, num_tasks: int) -> Balancer:
+    """The balancer a spec names; `static` gets weights 1, 1/2, …, 1/K (with equal weights it
+    would be `ew`)."""
+    from keras_mtl import balancers
+
+    name, kwargs = parse_balancer(spec)
+    if name == "static":
+        kwargs["weights"] = [1.0 / (k + 1) for k in range(num_tasks)]
+    return balancers.get(name, **kwargs)
+
+
+def balancer_label(spec: str) -> str:
+    """A spec as a table row names it: the level is its own column, every-k is spelled out."""
+    name, _, every = spec.partition("*")
+    return name.partition("@")[0] + (f" (every {every})" if every else "")

@@ -1,0 +1,319 @@
+"""Extraction: one forward pass on a tape → `TaskGradients` at a level → variable gradients.
+
+`extract(level, run, partition, ...)` records the forward pass `run` on a tape and returns an
+`Extraction`: its `task_gradients` go to a balancer, and `chain(result)` turns the balancer's
+result back into one gradient per trainable variable:
+
+- losses level: no per-task gradient; `chain` back-propagates `Σ_k w_k L_k` once (shared
+  parameters with the result's shared weights, heads with its task weights).
+- representation level: the heads run on stop-gradient copies of the backbone's cut ("leaves"),
+  so `∂L_k/∂cut` costs only the heads. One backward pass per task through its head yields its cut
+  blocks and its head gradients at once; blocks stay factored where a gate reads the cut
+  (`Backbone.factored_heads`, `blocks.OuterProductBlock`). `chain` sends the combined `[D]`
+  gradient through the trunk in one backward pass (`output_gradients`).
+- parameter level: each task's cut gradient is chained through the trunk (one vector-Jacobian
+  product per task, exact), flattened into the `[K, D]` matrix; `chain` unflattens the combined
+  update onto the balanced variables and updates embedding tables left out of the matrix with the
+  weighted sum of the cut gradients.
+
+Under loss scaling every gradient leaves `chain` scaled, as the loss-scale optimizer expects; the
+balancer alone sees them unscaled and in float32. Under several replicas the balancer sees the
+global batch (see `distribution`). This module imports no balancer: a result is anything with
+`combined`, `task_weights` and `weights_for_shared`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mtl.gradients.blocks import OuterProductBlock, block_weighted_sum
+from keras_mtl.gradients.distribution import (
+    global_sum,
+    replica_context,
+    rescaled,
+    row_offset,
+    unscaled,
+    unscaled_block,
+)
+from keras_mtl.gradients.hessian import transference_hessian_term
+from keras_mtl.gradients.layout import GradientLayout
+from keras_mtl.gradients.partition import VariablePartition
+from keras_mtl.gradients.task_gradients import LEVELS, TaskGradients
+
+_ZERO = tf.UnconnectedGradients.ZERO
+
+
+class TapedPass(NamedTuple):
+    """What one forward pass leaves for extraction.
+
+    - `losses`: K scalar task losses (`Task.weight` applied; this replica's shares), each from its
+      own task's terms only.
+    - `cut`: the backbone's cut tensors; `leaves`: what the heads read (stop-gradient copies of
+      `cut` when the pass was asked to detach, else `cut` itself).
+    - `readouts`: per task, its gated readouts of the cut (`Backbone.factored_heads`) when asked
+      for, else None.
+    - `outputs`: anything the caller wants back (logits, labels), passed through untouched.
+    """
+
+    losses: Sequence[tf.Tensor]
+    cut: Sequence[tf.Tensor]
+    leaves: Sequence[tf.Tensor]
+    readouts: Sequence | None = None
+    outputs: Any = None
+
+
+# `run(detach_cut, factored)` performs the forward pass and the losses (on the caller's tape).
+ForwardPass = Callable[[bool, bool], TapedPass]
+
+
+class Extraction:
+    """One step's task gradients, and the tape that chains a balancer's result back."""
+
+    def __init__(self, task_gradients: TaskGradients, outputs: Any, chain: Callable):
+        self.task_gradients = task_gradients
+        self.outputs = outputs
+        self._chain = chain
+
+    def chain(self, result) -> list:
+        """One gradient per variable of the partition (None where a variable gets none)."""
+        return self._chain(result)
+
+
+def extract(level: str, run: ForwardPass, partition: VariablePartition,
+            scale: tf.Tensor | None = None, hessian_term: bool = False) -> Extraction:
+    """Runs `run` on a tape and extracts the task information `level` asks for.
+
+    `scale`: the loss scale under mixed precision (None otherwise); `hessian_term`: also the exact
+    `Σ_i H_i (S − g_i)` over the balanced parameters (parameter level, one replica)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
+    if level == "losses":
+        return _losses_level(run, partition, scale)
+    replica, num_replicas = replica_context()
+    if hessian_term and replica is not None:
+        raise NotImplementedError(
+            "The exact Hessian term is not computed across replicas yet; train this balancer "
+            "without a distribution strategy, or with one replica.")
+    # Factored blocks are kept at the representation level on one replica; the parameter level
+    # (and gathering across replicas) needs them dense.
+    factored = level == "representation" and replica is None
+    with tf.GradientTape(persistent=True) as tape:
+        taped = run(True, factored)
+        tape.watch(taped.leaves)
+        losses = list(taped.losses)
+        scaled_losses = losses if scale is None else [loss * scale for loss in losses]
+    global_losses = global_sum(tf.stack(losses))
+    cut_rows, head_rows = _cut_and_head_gradients(tape, taped, scaled_losses, partition.heads,
+                                                  factored)
+    unscaled_rows = [[unscaled_block(g, scale) for g in row] for row in cut_rows]
+
+    def head_gradients(result) -> list:
+        return weighted_gradient_sum(head_rows, tf.stop_gradient(result.task_weights))
+
+    if level == "representation":
+        return _representation_level(tape, taped, unscaled_rows, global_losses, partition, scale,
+                                     replica, head_gradients)
+    return _parameter_level(tape, taped, cut_rows, unscaled_rows, global_losses, partition,
+                            scale, replica, num_replicas, head_gradients,
+                            run if hessian_term else None)
+
+
+def _losses_level(run, partition, scale) -> Extraction:
+    with tf.GradientTape(persistent=True) as tape:
+        taped = run(False, False)
+        losses = tf.stack(list(taped.losses))
+    global_losses = global_sum(losses)
+
+    def chain(result):
+        return weighted_loss_gradients(tape, losses, partition, result.weights_for_shared,
+                                       result.task_weights, scale)
+
+    return Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
+
+
+def weighted_loss_gradients(tape, losses, partition: VariablePartition, shared_weights,
+                            head_weights, scale=None) -> list:
+    """Gradients of `Σ_k w_k L_k` from a (persistent) tape that recorded the `[K]` `losses`:
+    shared variables with `shared_weights`, heads with `head_weights` (one backward pass when
+    they are the same tensor). The weights enter as output gradients: constants, and nothing
+    more needs recording on the tape."""
+    def cotangent(weights):
+        weights = tf.stop_gradient(tf.cast(weights, losses.dtype))
+        return weights if scale is None else weights * tf.cast(scale, losses.dtype)
+
+    if head_weights is shared_weights:
+        return list(tape.gradient(losses, list(partition.variables),
+                                  output_gradients=cotangent(shared_weights)))
+    by_id = dict(zip(map(id, partition.shared), tape.gradient(
+        losses, list(partition.shared), output_gradients=cotangent(shared_weights)), strict=True))
+    by_id.update(zip(map(id, partition.heads), tape.gradient(
+        losses, list(partition.heads), output_gradients=cotangent(head_weights)), strict=True))
+    return [by_id.get(id(v)) for v in partition.variables]
+
+
+def _cut_and_head_gradients(tape, taped: TapedPass, losses, heads, factored):
+    """Per task: its blocks at the cut (scaled as the losses are) and its head gradients."""
+    leaves = list(taped.leaves)
+    num_leaves, num_heads = len(leaves), len(heads)
+    # Every task's readouts are targets of every task's pass: a loss may read another task's
+    # head (ESMM's pCTCVR reads the click tower), and unconnected ones come back None.
+    readouts = [r for task in taped.readouts or () for r in task] if factored else []
+    cut_rows, head_rows = [], []
+    for loss in losses:
+        grads = tape.gradient(loss, [*leaves, *heads, *(r.term for r in readouts)])
+        blocks = list(grads[:num_leaves])
+        outers = {}
+        for readout, term_grad in zip(readouts, grads[num_leaves + num_heads:], strict=True):
+            if term_grad is not None:
+                outers.setdefault(readout.cut_index, []).append(
+                    OuterProductBlock(tf.stop_gradient(readout.weights), term_grad))
+        for s, terms in outers.items():
+            if len(terms) == 1 and blocks[s] is None:
+                blocks[s] = terms[0]
+            else:  # several paths into one cut tensor: their sum is materialised
+                dense = [] if blocks[s] is None else [blocks[s]]
+                blocks[s] = tf.add_n(dense + [t.dense() for t in terms])
+        if not factored:  # dense blocks, as the parameter level and replicas need them
+            blocks = [tf.zeros_like(leaf) if g is None else g
+                      for g, leaf in zip(blocks, leaves, strict=True)]
+        cut_rows.append(blocks)
+        head_rows.append(grads[num_leaves:num_leaves + num_heads])
+    for s, leaf in enumerate(leaves):
+        if all(row[s] is None for row in cut_rows):  # no task reaches this tensor
+            cut_rows[0][s] = tf.zeros_like(leaf)
+    return cut_rows, head_rows
+
+
+def _representation_level(tape, taped, cut_rows, losses, partition, scale, replica,
+                          head_gradients) -> Extraction:
+    leaves = list(taped.leaves)
+    blocks, shapes = cut_rows, leaves
+    offset = rows = None
+    if replica is not None:
+        # Every replica balances the whole global batch: its cut gradients are rows of the
+        # global matrix, gathered here, so every balancer (Gramians, norms, per-entry methods)
+        # decides exactly as on one device; each then keeps its own rows.
+        offset, rows = row_offset(replica, leaves[0])
+        blocks = replica.all_gather(cut_rows, axis=0)
+        shapes = blocks[0]
+    layout = GradientLayout(segment_sizes=tuple(tf.size(b) for b in shapes),
+                            batch_size=tf.shape(shapes[0])[0], cut_tensors=tuple(shapes))
+
+    def chain(result):
+        combined = result.combined
+        if not isinstance(combined, list | tuple):
+            combined = unflatten(combined, shapes)
+        if replica is not None:
+            combined = [c[offset:offset + rows] for c in combined]
+        combined = [rescaled(c, scale, leaf.dtype) for c, leaf in zip(combined, leaves, strict=True)]
+        shared = list(partition.shared)
+        by_id = dict(zip(map(id, shared), tape.gradient(
+            list(taped.cut), shared, output_gradients=combined, unconnected_gradients=_ZERO),
+            strict=True))
+        by_id.update(zip(map(id, partition.heads), head_gradients(result), strict=True))
+        return [by_id.get(id(v)) for v in partition.variables]
+
+    gradients = TaskGradients("representation", losses, blocks=blocks, layout=layout)
+    return Extraction(gradients, taped.outputs, chain)
+
+
+def _parameter_level(tape, taped, scaled_cut_rows, cut_rows, losses, partition, scale, replica,
+                     num_replicas, head_gradients, hessian_run) -> Extraction:
+    cut, leaves = list(taped.cut), list(taped.leaves)
+    balanced = list(partition.balanced)
+    rows = [unscaled(flatten(tape.gradient(cut, balanced, output_gradients=g,
+                                           unconnected_gradients=_ZERO)), scale)
+            for g in scaled_cut_rows]
+    matrix = tf.stack(rows)
+    if replica is not None:
+        # The global task gradients are the sums of the replicas' (K × D values per replica on
+        # the wire); every replica then balances the same matrix, and hands the optimizer 1/N of
+        # the result, since the optimizer sums across replicas.
+        matrix = replica.all_reduce(tf.distribute.ReduceOp.SUM, matrix)
+    term = None
+    if hessian_run is not None:
+        term = transference_hessian_term(
+            lambda: tf.stack(list(hessian_run(False, False).losses)), balanced)
+    layout = GradientLayout(segment_sizes=tuple(int(np.prod(v.shape)) for v in balanced))
+
+    def chain(result):
+        combined = rescaled(result.combined, scale, tf.float32)
+        if replica is not None:
+            combined = combined / tf.cast(num_replicas, combined.dtype)
+        by_id = dict(zip(map(id, balanced), unflatten(combined, balanced), strict=True))
+        tables = list(partition.unbalanced_tables)
+        if tables:
+            weighted_cut = [rescaled(c, scale, leaf.dtype) for c, leaf in zip(
+                block_weighted_sum(cut_rows, result.weights_for_shared), leaves, strict=True)]
+            by_id.update(zip(map(id, tables), tape.gradient(cut, tables,
+                                                            output_gradients=weighted_cut),
+                             strict=True))
+        by_id.update(zip(map(id, partition.heads), head_gradients(result), strict=True))
+        return [by_id.get(id(v)) for v in partition.variables]
+
+    gradients = TaskGradients("parameters", losses, matrix=matrix, layout=layout,
+                              hessian_term=term)
+    return Extraction(gradients, taped.outputs, chain)
+
+
+def weighted_gradient_sum(per_task: list[list], weights: tf.Tensor) -> list:
+    """`Σ_k w_k per_task[k][i]` for every variable i, skipping tasks it does not influence (None);
+    None where no task does. Sparse (IndexedSlices) gradients stay sparse."""
+    weights = tf.unstack(weights)
+    if not per_task or not per_task[0]:
+        return []
+    sums = []
+    for i in range(len(per_task[0])):
+        terms = [(w, row[i]) for w, row in zip(weights, per_task, strict=True)
+                 if row[i] is not None]
+        if not terms:
+            sums.append(None)
+        elif any(isinstance(g, tf.IndexedSlices) for _, g in terms):
+            sums.append(tf.IndexedSlices(
+                tf.concat([_as_slices(g).values * tf.cast(w, g.dtype) for w, g in terms], 0),
+                tf.concat([_as_slices(g).indices for _, g in terms], 0),
+                terms[0][1].dense_shape))
+        else:
+            sums.append(tf.add_n([tf.cast(w, g.dtype) * g for w, g in terms]))
+    return sums
+
+
+def uniform_gradients(grads: Sequence, partition: VariablePartition) -> list:
+    """Gradients in one fixed structure, as both branches of a `tf.cond` must return them: dense
+    tensors, except IndexedSlices for embedding tables outside the matrix; zeros where a variable
+    got no gradient."""
+    sparse = {id(v) for v in partition.unbalanced_tables}
+    out = []
+    for g, v in zip(grads, partition.variables, strict=True):
+        if g is None:
+            g = tf.zeros_like(v)
+        if id(v) in sparse and not isinstance(g, tf.IndexedSlices):
+            g = tf.IndexedSlices(tf.convert_to_tensor(g), tf.range(tf.shape(v)[0]),
+                                 tf.shape(v, out_type=tf.int64))
+        elif id(v) not in sparse:
+            g = tf.convert_to_tensor(g)
+        out.append(g)
+    return out
+
+
+def _as_slices(gradient) -> tf.IndexedSlices:
+    if isinstance(gradient, tf.IndexedSlices):
+        return gradient
+    return tf.IndexedSlices(gradient, tf.range(tf.shape(gradient)[0]), tf.shape(gradient))
+
+
+def flatten(tensors) -> tf.Tensor:
+    """Tensors (or IndexedSlices, densified) as one flat vector."""
+    parts = [tf.convert_to_tensor(t) for t in tensors]
+    return tf.concat([tf.reshape(p, [-1]) for p in parts], axis=0)
+
+
+def unflatten(vector, like) -> list:
+    """A flat vector cut into tensors shaped like `like`."""
+    sizes = [tf.size(t) for t in like]
+    return [tf.reshape(piece, tf.shape(t)) for piece, t in zip(tf.split(vector, sizes), like,
+                                                                strict=True)]

@@ -1,0 +1,152 @@
+"""Per-task losses: labels, missing-label masks, sample spaces and ESMM's entire-space loss."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from keras_mtl.gradients.distribution import replica_context
+from keras_mtl.tasks import Task
+
+
+class TaskLosses(NamedTuple):
+    """One batch's per-task losses and what the metrics need of the labels.
+
+    - `shares`: K scalars, task k's (sample-weighted) mean loss over its valid rows — present
+      labels inside its sample space, or every impression with a parent label for an ESMM task.
+      Under a multi-replica strategy each is this replica's share of the global mean (the shares
+      sum to it). Each is computed from its own task's terms only, so back-propagating one touches
+      that task's path alone (from an entry of a stacked vector, every head would be
+      differentiated with zero gradients: K per-task passes would cost K² head passes).
+    - `weighted`: the shares times `Task.weight`, what balancers and autodiff see.
+    - `labels`: each task's labels with missing ones replaced by 0.
+    - `row_weights`: each task's `[batch]` row weights (mask × sample weight).
+    """
+
+    shares: tuple
+    weighted: tuple
+    labels: dict
+    row_weights: tuple
+
+    @property
+    def stacked(self) -> tf.Tensor:
+        """`[K]` shares (Task.weight not applied)."""
+        return tf.stack(self.shares)
+
+
+class TaskLossFunction:
+    """The tasks' losses from labels and logits (one logit per row and task)."""
+
+    def __init__(self, tasks: Sequence[Task]):
+        self.tasks = list(tasks)
+        self.names = [t.name for t in self.tasks]
+        self.factors = [float(t.weight) for t in self.tasks]
+
+    def labels(self, y) -> dict:
+        """`y` as `{task: [batch] float32}`, with a clear error for a wrong dict or shape."""
+        if not isinstance(y, dict):
+            raise TypeError(f"Labels must be a dict keyed by task name {self.names}; got {type(y)}.")
+        unknown = sorted(set(y) - set(self.names))
+        if unknown:
+            raise ValueError(f"Labels for unknown task(s) {unknown}; the tasks are {self.names}.")
+        labels = {}
+        for task in self.tasks:
+            if task.name not in y:
+                raise KeyError(
+                    f"No labels for task {task.name!r}; got labels for {sorted(y)}. Missing "
+                    "labels within a task are NaN (or the task's missing_value), not a missing key."
+                )
+            value = tf.cast(y[task.name], tf.float32)
+            if value.shape.rank == 2 and value.shape[-1] == 1:
+                value = value[:, 0]
+            elif value.shape.rank != 1:
+                raise ValueError(
+                    f"Labels of task {task.name!r} must have shape [batch] or [batch, 1]; got "
+                    f"{value.shape}."
+                )
+            labels[task.name] = value
+        return labels
+
+    def __call__(self, y, logits: Sequence[tf.Tensor], sample_weight=None) -> TaskLosses:
+        labels = self.labels(y)
+        present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
+        clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
+        row_weight = None
+        if sample_weight is not None:
+            row_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        totals, counts, weights = [], [], []
+        for task, logit in zip(self.tasks, logits, strict=True):
+            mask = present[task.name]
+            if task.sample_space is not None:
+                mask &= present[task.sample_space] & (clean[task.sample_space] > 0.5)
+            if task.esmm_parent is not None:
+                parent = task.esmm_parent
+                clicked = clean[parent] > 0.5
+                # Every impression with a click label; unclicked rows have label 0 whatever the
+                # conversion column says, clicked rows need their conversion label.
+                mask = present[parent] & (present[task.name] | ~clicked)
+                per_example = esmm_cross_entropy(
+                    tf.where(clicked, clean[task.name], 0.0),
+                    logits[self.names.index(parent)], logit)
+            else:
+                per_example = task.per_example_loss(clean[task.name], logit)
+            weight = tf.cast(mask, tf.float32)
+            if row_weight is not None:
+                weight *= row_weight
+            # where(), not a product: a masked row's loss may be inf/NaN and 0·inf is NaN.
+            per_example = tf.where(mask, per_example, 0.0)
+            totals.append(tf.reduce_sum(weight * per_example))
+            counts.append(tf.reduce_sum(weight))
+            weights.append(weight)
+        counts = tf.stack(counts)
+        replica, _ = replica_context()
+        if replica is not None:
+            # Divide by the global count: each replica's loss is then its share of the global
+            # mean, the shares sum to it, and so do their gradients (the optimizer sums them).
+            counts = replica.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(counts))
+        shares = tuple(tf.math.divide_no_nan(total, count)
+                       for total, count in zip(totals, tf.unstack(counts), strict=True))
+        return TaskLosses(shares, tuple(self.weight(shares)), clean, tuple(weights))
+
+    def weight(self, losses):
+        """`Task.weight` applied to a `[K]` vector or to a list of K scalars (kept independent)."""
+        if isinstance(losses, list | tuple):
+            return [loss if f == 1.0 else loss * f
+                    for loss, f in zip(losses, self.factors, strict=True)]
+        if all(f == 1.0 for f in self.factors):
+            return losses
+        return losses * tf.constant(self.factors, tf.float32)
+
+    def label_errors(self, y) -> tuple[tf.Tensor, tf.Tensor]:
+        """`([K] labels the task cannot mean, [K] ESMM rows labelled 1 under a parent 0)`.
+
+        Binary tasks take 0 or 1, NaN or the task's `missing_value` for a missing label; anything
+        else (2, −1, ±inf) is counted. An ESMM task labelled 1 on a row whose parent is 0 (a
+        conversion without a click) is counted separately: the ESMM loss trains that row as a
+        negative. Counted rather than asserted because XLA drops `tf.debugging.Assert`."""
+        labels = self.labels(y)
+        present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
+        invalid, violations = [], []
+        for task in self.tasks:
+            value, here = labels[task.name], present[task.name]
+            if task.kind == "binary":
+                bad = here & tf.not_equal(value, 0.0) & tf.not_equal(value, 1.0)
+                invalid.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
+            else:  # non-finite regression labels already skip the step (non-finite loss)
+                invalid.append(tf.constant(0.0))
+            if task.esmm_parent is not None:
+                parent = labels[task.esmm_parent]
+                bad = here & present[task.esmm_parent] & tf.equal(value, 1.0) & tf.equal(parent, 0.0)
+                violations.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
+            else:
+                violations.append(tf.constant(0.0))
+        return tf.stack(invalid), tf.stack(violations)
+
+
+def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:
+    """Cross-entropy of `p = σ(parent_logits)·σ(logits)` (pCTCVR), stable in log space."""
+    log_p = -tf.nn.softplus(-parent_logits) - tf.nn.softplus(-logits)  # log σ(a) + log σ(b)
+    log_not_p = tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-7)))  # log(1 − p)
+    return -(labels * log_p + (1.0 - labels) * log_not_p)

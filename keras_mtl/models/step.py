@@ -1,0 +1,100 @@
+"""One step's gradients: extract (`keras_mtl.gradients`) → balance (`keras_mtl.balancers`) → chain.
+
+`balanced_gradients` is the whole walk of a batch up to the optimizer. It asks the balancer once,
+before anything is extracted, what it needs this step (`Balancer.schedule`): task gradients at
+its level, or — on the steps where it reuses stored weights (`every=k`) — nothing but the losses,
+whose weighted sum is back-propagated once. The balancer never sees the tape; the gradients
+package never sees a balancer class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from keras_mtl.balancers.base import BalanceContext, Balancer, BalanceResult
+from keras_mtl.gradients.distribution import global_sum, replica_context
+from keras_mtl.gradients.extraction import Extraction, uniform_gradients
+from keras_mtl.gradients.partition import VariablePartition
+from keras_mtl.models.losses import TaskLosses
+
+# `extract(level, hessian_term=False)`: the model's forward pass and losses, extracted at `level`.
+Extract = Callable[..., Extraction]
+
+
+class StepGradients(NamedTuple):
+    """One step's gradients, exactly as `train_step` applies them.
+
+    `grads[i]` goes with `variables[i]` (the trainable variables, in order; None where unused;
+    scaled under a loss-scale optimizer); `losses`: the global batch's `[K]` task losses
+    (`Task.weight` not applied); `result`: the balancer's; `terms` and `logits`: what the
+    metrics read (labels, row weights)."""
+
+    grads: list
+    variables: list
+    losses: tf.Tensor
+    result: BalanceResult
+    terms: TaskLosses
+    logits: list
+
+
+def balanced_gradients(balancer: Balancer, extract: Extract, partition: VariablePartition,
+                       context: BalanceContext) -> StepGradients:
+    """The step's variable gradients and the balancer's result."""
+    needed = balancer.schedule(context)
+    if needed is None:
+        return _balanced(balancer, extract, partition, context)
+    if replica_context()[0] is not None:
+        # Both branches of the cond would hold cross-replica reductions, which
+        # MirroredStrategy cannot run inside control flow.
+        every = getattr(balancer, "every", None)
+        cadence = f"every {every} steps" if every else "on some steps only"
+        raise NotImplementedError(
+            f"{balancer.name!r} recomputes its weights {cadence} and reuses them between, which "
+            f"does not run at the {balancer.level!r} level under a multi-replica strategy yet; "
+            "use it without every=, or at the losses level.")
+    return _scheduled(needed, balancer, extract, partition, context)
+
+
+def _balanced(balancer, extract, partition, context) -> StepGradients:
+    """Extract → balance → chain."""
+    extraction = extract(balancer.level, hessian_term=balancer.needs_hessian_term)
+    result = balancer.reduce(extraction.task_gradients, context)
+    return _step(extraction, result, partition)
+
+
+def _reused(balancer, extract, partition) -> StepGradients:
+    """One backward pass of the loss sum weighted by the balancer's stored result."""
+    return _step(extract("losses"), balancer.stored_result(), partition)
+
+
+def _step(extraction: Extraction, result: BalanceResult, partition) -> StepGradients:
+    terms, logits = extraction.outputs
+    return StepGradients(extraction.chain(result), list(partition.variables),
+                         global_sum(terms.stacked), result, terms, logits)
+
+
+def _scheduled(needed, balancer, extract, partition, context) -> StepGradients:
+    """`_balanced` where the balancer needs task gradients, `_reused` elsewhere, in one cond
+    (both branches return the same structure and update the same state variables)."""
+    state = []
+
+    def branch(step: StepGradients):
+        state.append([variable for variable, _ in step.result.updates])
+        result = step.result
+        return (uniform_gradients(step.grads, partition), step.losses, step.terms, step.logits,
+                tf.cast(result.task_weights, tf.float32),
+                tf.cast(result.weights_for_shared, tf.float32),
+                [value for _, value in result.updates])
+
+    grads, losses, terms, logits, task_weights, shared_weights, values = tf.cond(
+        needed, lambda: branch(_balanced(balancer, extract, partition, context)),
+        lambda: branch(_reused(balancer, extract, partition)))
+    # Eagerly only the branch taken runs; traced, both do and must agree.
+    if len(state) == 2 and [id(v) for v in state[0]] != [id(v) for v in state[1]]:
+        raise AssertionError(f"{balancer.name!r}: its two branches update different state.")
+    result = BalanceResult(None, task_weights, tuple(zip(state[0], values, strict=True)),
+                           shared_weights=shared_weights)
+    return StepGradients(grads, list(partition.variables), losses, result, terms, logits)

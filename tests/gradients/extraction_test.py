@@ -1,0 +1,137 @@
+"""`keras_mtl.gradients.extract` on a hand-built two-task model (no MultiTaskModel): every level's
+task gradients and the chained variable gradients equal plain autodiff of the same losses."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_mtl.gradients.extraction import TapedPass, extract, uniform_gradients
+from keras_mtl.gradients.partition import partition_variables
+
+RNG = np.random.default_rng(0)
+X = tf.constant(RNG.normal(size=(4, 3)), tf.float32)
+TRUNK = tf.Variable(RNG.normal(size=(3, 2)), dtype=tf.float32, name="trunk")
+TABLE = tf.Variable(RNG.normal(size=(5, 2)), dtype=tf.float32, name="table")
+HEADS = [tf.Variable(RNG.normal(size=(2,)), dtype=tf.float32, name=f"head_{k}") for k in range(2)]
+IDS = tf.constant([0, 3, 3, 1])
+TARGETS = [tf.constant(RNG.normal(size=(4,)), tf.float32) for _ in range(2)]
+
+
+def losses_and_cut(detach_cut=False):
+    cut = tf.matmul(X, TRUNK) + tf.gather(TABLE, IDS)  # [4, 2]
+    leaves = tf.stop_gradient(cut) if detach_cut else cut
+    losses = [0.5 * tf.reduce_mean(tf.square(tf.linalg.matvec(leaves, h) - t))
+              for h, t in zip(HEADS, TARGETS, strict=True)]
+    return losses, cut, leaves
+
+
+def run(detach_cut, factored):
+    losses, cut, leaves = losses_and_cut(detach_cut)
+    return TapedPass(losses, [cut], [leaves], None, outputs="passed through")
+
+
+def partition(dense_tables=False):
+    variables = [TABLE, TRUNK, *HEADS]
+    return partition_variables(variables, shared=[TABLE, TRUNK], heads=HEADS, tables=[TABLE],
+                               dense_tables=dense_tables)
+
+
+def reference(shared_weights, head_weights):
+    """Plain autodiff: shared variables from Σ s_k L_k, heads from Σ h_k L_k."""
+    with tf.GradientTape(persistent=True) as tape:
+        losses, _, _ = losses_and_cut()
+        shared_total = tf.add_n([w * loss for w, loss in zip(shared_weights, losses, strict=True)])
+        head_total = tf.add_n([w * loss for w, loss in zip(head_weights, losses, strict=True)])
+    return ([tf.convert_to_tensor(g) for g in tape.gradient(shared_total, [TABLE, TRUNK])]
+            + tape.gradient(head_total, HEADS))
+
+
+def task_cut_gradients():
+    with tf.GradientTape(persistent=True) as tape:
+        losses, cut, _ = losses_and_cut()
+    return [tape.gradient(loss, cut).numpy() for loss in losses]
+
+
+def result(combined, task_weights, shared_weights):
+    return SimpleNamespace(combined=combined, task_weights=tf.constant(task_weights),
+                           weights_for_shared=tf.constant(shared_weights))
+
+
+def assert_close(grads, expected):
+    for g, e in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(g), e, rtol=1e-5, atol=1e-6)
+
+
+def test_losses_level_chains_shared_and_head_weights_separately():
+    extraction = extract("losses", run, partition())
+    assert extraction.outputs == "passed through"
+    assert extraction.task_gradients.blocks is None and extraction.task_gradients.matrix is None
+    expected = [loss.numpy() for loss in losses_and_cut()[0]]
+    np.testing.assert_allclose(extraction.task_gradients.losses, expected, rtol=1e-6)
+    grads = extraction.chain(result(None, [2.0, 0.5], [0.3, 1.5]))
+    assert_close(grads, reference([0.3, 1.5], [2.0, 0.5]))
+
+
+def test_representation_level_blocks_are_the_cut_gradients_and_chain_once():
+    extraction = extract("representation", run, partition())
+    blocks = extraction.task_gradients.blocks
+    for row, expected in zip(blocks, task_cut_gradients(), strict=True):
+        np.testing.assert_allclose(row[0], expected, rtol=1e-5, atol=1e-7)
+    assert extraction.task_gradients.layout.segment_sizes[0] == 8
+    np.testing.assert_allclose(extraction.task_gradients.as_matrix(),
+                               np.stack([g.ravel() for g in task_cut_gradients()]), rtol=1e-5)
+    # A combination that is the weighting [0.3, 1.5] chains to Σ w_k ∇L_k on the shared variables.
+    combined = [0.3 * blocks[0][0] + 1.5 * blocks[1][0]]
+    grads = extraction.chain(result(combined, [1.0, 1.0], [0.3, 1.5]))
+    assert_close(grads, reference([0.3, 1.5], [1.0, 1.0]))
+
+
+@pytest.mark.parametrize("dense_tables", [False, True])
+def test_parameter_level_matrix_rows_are_each_tasks_parameter_gradient(dense_tables):
+    extraction = extract("parameters", run, partition(dense_tables))
+    matrix = extraction.task_gradients.matrix.numpy()
+    balanced = [TRUNK, TABLE] if dense_tables else [TRUNK]
+    for k in range(2):
+        with tf.GradientTape() as tape:
+            loss = losses_and_cut()[0][k]
+        row = np.concatenate([tf.reshape(tf.convert_to_tensor(g), [-1]).numpy()
+                              for g in tape.gradient(loss, balanced)])
+        np.testing.assert_allclose(matrix[k], row, rtol=1e-5, atol=1e-7)
+    weights = np.array([0.3, 1.5], np.float32)
+    # Tables outside the matrix get the weighted sum; heads their task weights.
+    grads = extraction.chain(result(tf.constant(weights @ matrix), [2.0, 0.5], weights))
+    assert_close(grads, reference(weights, [2.0, 0.5]))
+
+
+def test_a_loss_scale_is_divided_out_for_the_balancer_and_kept_for_the_optimizer():
+    plain = extract("parameters", run, partition())
+    scaled = extract("parameters", run, partition(), scale=tf.constant(8.0))
+    np.testing.assert_allclose(scaled.task_gradients.matrix, plain.task_gradients.matrix,
+                               rtol=1e-6)
+    weights = [1.0, 1.0]
+    combined = tf.reduce_sum(plain.task_gradients.matrix, axis=0)
+    for a, b in zip(scaled.chain(result(combined, weights, weights)),
+                    plain.chain(result(combined, weights, weights)), strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), 8.0 * tf.convert_to_tensor(b),
+                                   rtol=1e-5)
+
+
+def test_uniform_gradients_give_one_structure_for_both_branches_of_a_cond():
+    parts = partition()
+    grads = uniform_gradients([None, tf.ones([3, 2]), None, tf.ones([2])], parts)
+    assert isinstance(grads[0], tf.IndexedSlices)  # the table, outside the matrix: sparse
+    assert all(isinstance(g, tf.Tensor) for g in grads[1:])
+    np.testing.assert_array_equal(grads[2], np.zeros(2))
+
+
+def test_the_partition_names_what_is_balanced():
+    assert partition().balanced == (TRUNK,) and partition().unbalanced_tables == (TABLE,)
+    assert partition(True).balanced == (TRUNK, TABLE) and partition(True).unbalanced_tables == ()
+    assert partition().heads == tuple(HEADS)
+
+
+def test_an_unknown_level_is_refused():
+    with pytest.raises(ValueError, match="level must be one of"):
+        extract("cut", run, partition())
