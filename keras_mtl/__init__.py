@@ -20,7 +20,10 @@ from keras_mtl.features import (  # noqa: E402
     FeatureSpec,
     Hashed,
     IntegerId,
+    MultiValued,
     Numeric,
+    Sequence,
+    Vector,
 )
 from keras_mtl.models import MultiTaskModel, load_model  # noqa: E402
 from keras_mtl.tasks import Task  # noqa: E402
@@ -33,8 +36,11 @@ __all__ = [
     "Hashed",
     "IntegerId",
     "MultiTaskModel",
+    "MultiValued",
     "Numeric",
+    "Sequence",
     "Task",
+    "Vector",
     "balancers",
     "data",
     "datasets",

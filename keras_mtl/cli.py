@@ -126,7 +126,7 @@ def _throughput(args: argparse.Namespace) -> dict:
     balancers = args.balancers.split(",") if args.balancers else None
     result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
                                  jit_modes=jit_modes, embedding_rows=args.embedding_rows,
-                                 log=lambda line: print(line, flush=True), **settings)
+                                 ranker=args.ranker, log=lambda line: print(line, flush=True), **settings)
     table = throughput.format_markdown(result)
     print(table)
     if args.markdown:
@@ -150,10 +150,15 @@ def quality(args: argparse.Namespace) -> dict:
     from keras_mtl.benchmarks import parallel, report
     from keras_mtl.benchmarks import quality as quality_lib
 
-    experiments = args.experiments.split(",") if args.experiments else quality_lib.EXPERIMENTS
+    if args.experiments:
+        experiments = args.experiments.split(",")
+    else:  # MovieLens joins the default set when its files are given (these machines can't download)
+        experiments = [*quality_lib.DEFAULT_EXPERIMENTS, *(["movielens"] if args.movielens_path
+                                                           else [])]
     balancers = args.balancers.split(",") if args.balancers else None
     result = parallel.run(experiments, jobs=args.jobs, quick=args.quick, seeds=args.seeds,
                           census_path=args.data_path, balancers=balancers,
+                          movielens_path=args.movielens_path,
                           log=lambda line: print(line, flush=True))
     table = quality_lib.format_markdown(result)
     print("\n" + table)
@@ -248,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--embedding-rows", type=int, default=0,
                    help="Also measure a model with an id feature embedded in a table of this "
                         "many rows (e.g. 10000000) at the representation level.")
+    b.add_argument("--ranker", action="store_true",
+                   help="Also measure the own-ranker features: a 50-id history attended against "
+                        "the candidate in a shared table (--embedding-rows rows, default "
+                        "1000000), tags, a vector, and string user/country features looked up in "
+                        "the input pipeline, against the same model fed integer ids.")
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     b.add_argument("--quality", action="store_true",
@@ -255,13 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "Census-Income, the synthetic correlation sweep and the funnel, over "
                         "seeds (about 35 minutes on 2 cores; --quick: a few minutes).")
     b.add_argument("--experiments", default=None,
-                   help="--quality: comma-separated subset of census,synthetic,funnel.")
+                   help="--quality: comma-separated subset of census,synthetic,funnel,movielens "
+                        "(default: the first three, and movielens with --movielens-path).")
     b.add_argument("--seeds", type=int, default=None, help="--quality: seeds per row (default 5).")
     b.add_argument("--jobs", type=int, default=2,
                    help="--quality: processes running experiments side by side (default 2: on "
                         "2 cores the small synthetic and funnel models leave a core idle).")
     b.add_argument("--data-path", default=None,
                    help="--quality: a local census-income file or folder (default: download).")
+    b.add_argument("--movielens-path", default=None,
+                   help="--quality: GroupLens' MovieLens 100K files (folder or ml-100k.zip) for "
+                        "the history experiment: AUC with and without the user's history.")
     b.add_argument("--markdown", default=None, help="Also write the tables here.")
 
     e = commands.add_parser(

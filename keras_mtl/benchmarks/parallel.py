@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 MODULE = "keras_mtl.benchmarks.parallel"
 # Minutes each experiment took alone at the default budget (docs/quality.md, 2-core VM): the
 # weights for spreading experiments over processes, largest first.
-EXPECTED_MINUTES = {"census": 29.0, "synthetic": 15.0, "funnel": 9.0}
+EXPECTED_MINUTES = {"census": 29.0, "synthetic": 15.0, "funnel": 9.0, "movielens": 10.0}
 
 
 def plan(experiments: Sequence[str], jobs: int) -> list[list[str]]:
@@ -47,7 +47,7 @@ def plan(experiments: Sequence[str], jobs: int) -> list[list[str]]:
 
 def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int | None = None,
         census_path: str | None = None, balancers: Sequence[str] | None = None,
-        log: Callable[[str], None] = print) -> dict:
+        movielens_path: str | None = None, log: Callable[[str], None] = print) -> dict:
     """`quality.run`'s result, computed by up to `jobs` processes. Progress lines of every
     process go to `log` as they come. If a process fails, the others are stopped and the error
     names its experiments and ends with its last output."""
@@ -58,7 +58,7 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
     groups = plan(experiments, jobs)
     if len(groups) <= 1:
         result = quality.run(experiments, quick=quick, seeds=seeds, census_path=census_path,
-                             balancers=balancers, log=log)
+                             balancers=balancers, movielens_path=movielens_path, log=log)
         return {**result, "jobs": 1}
     start = time.perf_counter()
     env = dict(os.environ)
@@ -75,6 +75,8 @@ def run(experiments: Sequence[str], jobs: int, quick: bool = False, seeds: int |
                 command += ["--seeds", str(seeds)]
             if census_path is not None:
                 command += ["--data-path", os.path.abspath(census_path)]
+            if movielens_path is not None:
+                command += ["--movielens-path", os.path.abspath(movielens_path)]
             if balancers:
                 command += ["--balancers", ",".join(balancers)]
             stderr = open(os.path.join(folder, f"{index}.err"), "w+")  # noqa: SIM115
@@ -145,9 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--data-path", default=None)
     parser.add_argument("--balancers", default=None)
+    parser.add_argument("--movielens-path", default=None)
     args = parser.parse_args(argv)
     result = quality.run(args.experiments.split(","), quick=args.quick, seeds=args.seeds,
-                         census_path=args.data_path,
+                         census_path=args.data_path, movielens_path=args.movielens_path,
                          balancers=args.balancers.split(",") if args.balancers else None,
                          log=lambda line: print(line, flush=True))
     report.save_json(result, args.json)

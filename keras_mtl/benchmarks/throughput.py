@@ -190,10 +190,12 @@ def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
     return floor if per_task else plain
 
 
-def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int = 0) -> tuple:
+def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int = 0,
+               ranker: str | None = None) -> tuple:
     """One batch of the MMoE synthetic data (K tasks) as `(features, tasks, x, y)`; with
     `embedding_rows`, an `item_id` feature embedded in a table of that many rows (16 wide) whose
-    ids are drawn uniformly, so a batch touches about `batch_size` distinct rows."""
+    ids are drawn uniformly, so a batch touches about `batch_size` distinct rows; with `ranker`,
+    the ranker's features of `ranker_features` besides the synthetic ones."""
     from keras_mtl import datasets
     from keras_mtl.features import FeatureSpec, IntegerId
 
@@ -201,12 +203,92 @@ def bench_data(num_tasks: int, batch_size: int, seed: int, embedding_rows: int =
                                    seed=seed, fractions=(1.0, 0.0, 0.0))
     (x, y), = data.as_tf_dataset("train", batch_size=batch_size, shuffle=False).take(1)
     features = data.features
+    if ranker:
+        extra, columns = ranker_features(batch_size, embedding_rows or RANKER_TABLE_ROWS, seed,
+                                         strings=ranker == "strings")
+        return FeatureSpec([*features, *extra]), data.tasks, dict(x, **columns), y
     if embedding_rows:
         features = FeatureSpec([*features, IntegerId("item_id", num_ids=embedding_rows,
                                                      embedding_dim=16)])
         rng = np.random.default_rng(seed)
         x = dict(x, item_id=tf.constant(rng.integers(0, embedding_rows, batch_size), tf.int64))
     return features, data.tasks, x, y
+
+
+# The ranker configuration (`--ranker`): the own-ranker features of a production model.
+RANKER_TABLE_ROWS = 1_000_000
+RANKER_HISTORY = 50
+RANKER_USERS = 10_000
+RANKER_COUNTRIES = 200
+
+
+def ranker_features(batch_size: int, table_rows: int, seed: int, strings: bool = True) -> tuple:
+    """`(features, columns)`: a candidate `item_id` in a `table_rows` × 32 table, the user's last
+    `RANKER_HISTORY` items (a `Sequence` sharing that table, DIN attention against the candidate,
+    lengths uniform in 0…50), a bag of 5 tags, a 16-float pretrained user vector, and a user id and
+    a country: strings through a vocabulary (`Categorical`, `RANKER_USERS` values) and a hash
+    (`Hashed`, 1,000 bins) with `strings=True`, else the same values as integer ids (`IntegerId`:
+    the model "fed integer ids" that the string model is compared with)."""
+    from keras_mtl.features import (
+        PADDING,
+        Categorical,
+        Hashed,
+        IntegerId,
+        MultiValued,
+        Sequence,
+        Vector,
+    )
+
+    rng = np.random.default_rng(seed)
+    history = rng.integers(0, table_rows, (batch_size, RANKER_HISTORY))
+    lengths = rng.integers(0, RANKER_HISTORY + 1, batch_size)
+    history[np.arange(RANKER_HISTORY)[None, :] >= lengths[:, None]] = PADDING
+    tags = rng.integers(0, 1000, (batch_size, 5))
+    tags[rng.random((batch_size, 5)) < 0.4] = PADDING
+    users = rng.integers(0, RANKER_USERS, batch_size)
+    countries = rng.integers(0, RANKER_COUNTRIES, batch_size)
+    features = [
+        IntegerId("item_id", num_ids=table_rows, embedding_dim=32),
+        Sequence("hist_item_ids", max_length=RANKER_HISTORY, shares_embedding_with="item_id",
+                 pooling="attention", query="item_id"),
+        MultiValued("tags", num_ids=1000, embedding_dim=8, max_length=5, pooling="mean"),
+        Vector("user_vec", dim=16),
+    ]
+    columns = {
+        "item_id": tf.constant(rng.integers(0, table_rows, batch_size), tf.int64),
+        "hist_item_ids": tf.constant(history, tf.int64),
+        "tags": tf.constant(tags, tf.int64),
+        "user_vec": tf.constant(rng.normal(size=(batch_size, 16)), tf.float32),
+    }
+    if strings:
+        features += [Categorical("user", vocabulary=[f"u{i}" for i in range(RANKER_USERS)],
+                                 embedding_dim=16),
+                     Hashed("country", num_bins=1000, embedding_dim=8)]
+        columns.update(user=tf.constant([f"u{i}" for i in users]),
+                       country=tf.constant([f"c{i}" for i in countries]))
+    else:
+        features += [IntegerId("user", num_ids=RANKER_USERS + 1, embedding_dim=16),
+                     IntegerId("country", num_ids=1000, embedding_dim=8)]
+        columns.update(user=tf.constant(users + 1, tf.int64),  # row 0: the OOV row, as above
+                       country=tf.constant(countries, tf.int64))
+    return features, columns
+
+
+def lookup_throughput(features, x: dict, batches: int = 20) -> float:
+    """Examples/s of the input pipeline's lookup stage alone (`LookupStage` mapped over batches of
+    raw features in `tf.data`, as `fit` runs it), to compare with the step's examples/s."""
+    from keras_mtl.data import with_lookups
+    from keras_mtl.features.lookups import LookupStage
+
+    dataset = with_lookups(tf.data.Dataset.from_tensors(x).repeat(batches + 2),
+                           LookupStage(features)).prefetch(2)
+    iterator = iter(dataset)
+    next(iterator), next(iterator)  # warm-up: tables built, threads started
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    batch_size = int(tf.nest.flatten(x)[0].shape[0])
+    return batches * batch_size / (time.perf_counter() - start)
 
 
 def run(
@@ -224,21 +306,35 @@ def run(
     embedding_rows: int = 0,
     floor: bool = True,
     optimizer: str = "adam",
+    ranker: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Throughput and peak memory of every balancer on one architecture and data set, `ew` first
-    as the baseline, plus the parameter-level floor (see the module docstring)."""
+    as the baseline, plus the parameter-level floor (see the module docstring).
+
+    `ranker="strings"`/`"ids"`: the features of `ranker_features` (history, tags, vector, string
+    or integer user and country). String lookups run in the input pipeline, as in `fit`: the
+    timed step gets table rows (`LookupStage`), and the stage's own examples/s is reported beside
+    it (`lookup_examples_per_second`)."""
     specs = list(balancers or default_balancers())
     if "ew" in specs:
         specs.remove("ew")
     specs.insert(0, "ew")
-    features, tasks, x, y = bench_data(num_tasks, batch_size, seed, embedding_rows)
+    features, tasks, x, y = bench_data(num_tasks, batch_size, seed, embedding_rows, ranker)
+    lookup_rate = None
+    if ranker == "strings":
+        from keras_mtl.features.lookups import LookupStage
+
+        lookup_rate = lookup_throughput(features, x)
+        x = LookupStage(features)(x)  # what the pipeline hands the step
+    compiled = []  # whether each model kept jit_compile (Keras drops it for non-XLA layers)
 
     def build(spec):
         keras.utils.set_random_seed(seed)
         model = build_model(architecture, features, tasks, experts, units)
         balancer = presets.make_balancer(spec, num_tasks)
         model.compile(optimizer=optimizer, balancer=balancer, jit_compile=jit_compile)
+        compiled.append(bool(model.jit_compile))
         return model, balancer
 
     # A first, unrecorded model absorbs one-time costs (allocator pools, tracing caches) that
@@ -300,9 +396,13 @@ def run(
         "config": {
             "architecture": architecture, "num_tasks": num_tasks, "batch_size": batch_size,
             "experts": experts, "expert_units": units, "jit_compile": jit_compile,
-            "embedding_rows": embedding_rows, "optimizer": optimizer,
+            "embedding_rows": embedding_rows, "optimizer": optimizer, "ranker": ranker,
             "steps_per_window": steps, "windows": windows, "warmup_steps": warmup,
         },
+        # True when every model of the run kept `jit_compile` (Keras turns it off by itself when a
+        # layer cannot compile): the string ranker's step compiles only with lookups moved out.
+        "xla": all(compiled) if jit_compile else False,
+        "lookup_examples_per_second": lookup_rate,
         "machine": _machine(),
         "floor_ms": floor_ms,
         "bare_plain_ms": plain_ms,
@@ -315,10 +415,12 @@ def run(
 def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str] = ("mmoe",),
              task_counts: Sequence[int] = (4,), jit_modes: Sequence[bool] = (True,),
              embedding_rows: int = 0, embedding_balancers: Sequence[str] = EMBEDDING_SPECS,
-             log: Callable[[str], None] = print, **kwargs) -> dict:
+             ranker: bool = False, log: Callable[[str], None] = print, **kwargs) -> dict:
     """`run` for every (architecture, K, XLA) combination, then, with `embedding_rows`, the
     large-embedding configuration (first architecture, K and XLA mode) on
-    `embedding_balancers`."""
+    `embedding_balancers`; with `ranker`, the ranker configuration (`ranker_features`, its table
+    `embedding_rows` or `RANKER_TABLE_ROWS` long) fed integer ids (ew alone) and strings (ew and
+    `embedding_balancers`), both with SGD for the reason given at `EMBEDDING_SPECS`."""
     runs = []
     for architecture, num_tasks, jit_compile in itertools.product(architectures, task_counts,
                                                                   jit_modes):
@@ -332,7 +434,28 @@ def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str
                         embedding_rows=embedding_rows,
                         **{**kwargs, "floor": False, "optimizer": "sgd"}))
         log(_title(runs[-1]) + ": done")
+    if ranker:
+        for features, specs in (("ids", ["ew"]), ("strings", list(embedding_balancers))):
+            log(f"ranker features ({features}), {architectures[0]}, K = {task_counts[0]}:")
+            runs.append(run(specs, architecture=architectures[0], num_tasks=task_counts[0],
+                            jit_compile=jit_modes[0], embedding_rows=embedding_rows,
+                            ranker=features, log=log,
+                            **{**kwargs, "floor": False, "optimizer": "sgd"}))
+            log(_title(runs[-1]) + ": done")
     return {"machine": _machine(), "runs": runs}
+
+
+def ranker_summary(result: dict) -> dict | None:
+    """The ranker configuration's figures: whether the string model's step compiled with XLA, its
+    ew throughput over the integer-id twin's, and the lookup stage's examples/s over the step's."""
+    by_features = {r["config"].get("ranker"): r for r in result.get("runs", [])}
+    strings, ids = by_features.get("strings"), by_features.get("ids")
+    if strings is None or ids is None:
+        return None
+    ew = strings["rows"][0]["examples_per_second"]
+    return {"xla": strings["xla"], "ew_strings_over_ids": ew / ids["rows"][0]["examples_per_second"],
+            "lookup_examples_per_second": strings["lookup_examples_per_second"],
+            "lookup_over_step": strings["lookup_examples_per_second"] / ew}
 
 
 def _machine() -> dict:
@@ -344,7 +467,11 @@ def _title(result: dict) -> str:
     c = result["config"]
     title = (f"{c['architecture']} ({c['experts']} experts × {c['expert_units']}), "
              f"K = {c['num_tasks']}, batch {c['batch_size']}, XLA {'on' if c['jit_compile'] else 'off'}")
-    if c.get("embedding_rows"):
+    if c.get("ranker"):
+        title += (f", ranker features ({'string' if c['ranker'] == 'strings' else 'integer'} user "
+                  f"and country; {c.get('embedding_rows') or RANKER_TABLE_ROWS:,}-row item table, "
+                  f"history of {RANKER_HISTORY}), SGD")
+    elif c.get("embedding_rows"):
         title += f", {c['embedding_rows']:,}-row embedding table"
     return title
 
@@ -411,6 +538,14 @@ def format_markdown(result: dict) -> str:
                 f"{r['parameters']} | {r['parameters_to_floor']} | {r['every_k']} | "
                 f"{r['memory']} |")
         lines.append("")
+    ranker = ranker_summary({"runs": runs})
+    if ranker is not None:
+        compiled = "compiled with XLA" if ranker["xla"] else "did NOT compile with XLA"
+        lines += [f"Ranker features: the string model's step {compiled}; "
+                  f"its ew throughput is {ranker['ew_strings_over_ids']:.2f}× that of the same model "
+                  f"fed integer ids; the input pipeline's lookups alone run at "
+                  f"{ranker['lookup_examples_per_second']:,.0f} examples/s "
+                  f"({ranker['lookup_over_step']:.1f}× the ew step's).", ""]
     for run_ in runs:
         c = run_["config"]
         floor = (f"; bare steps: plain {run_['bare_plain_ms']:.1f} ms, floor "

@@ -9,9 +9,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from keras_mtl.features.lists import id_list_array, vector_array
+from keras_mtl.features.lookups import LookupStage
 from keras_mtl.features.spec import (
     FeatureSpec,
+    IdList,
     Numeric,
+    Vector,
     as_feature_spec,
     check_numeric_values,
     string_values,
@@ -20,7 +24,15 @@ from keras_mtl.tasks import Task, validate_tasks
 
 
 def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
-    """The columns of `frame` named by the spec, as arrays of the spec's dtypes."""
+    """The columns of `frame` named by the spec, as arrays of the spec's dtypes and shapes.
+
+    Scalar features are `[rows]`. `Sequence`/`MultiValued` columns hold a list, tuple or 1-D
+    array of integer ids per row (None/NaN: no ids) and become int64 `[rows, max_length]`, padded
+    with `keras_mtl.features.PADDING` (-1) and truncated to each row's first `max_length` ids.
+    `Vector` columns hold `dim` finite floats per row and become float32 `[rows, dim]`. A cell that
+    is not a list, an id that is not an integer, or a vector of the wrong width or with a
+    non-finite value is an error naming the feature, the row (index label) and what was expected.
+    """
     spec = as_feature_spec(features)
     arrays = {}
     for feature in spec:
@@ -32,6 +44,13 @@ def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
         column = frame[feature.name]
         if feature.dtype == "string":
             arrays[feature.name] = string_values(column)
+        elif isinstance(feature, IdList):
+            arrays[feature.name] = id_list_array(
+                column, f"{type(feature).__name__} feature {feature.name!r}", feature.max_length,
+                column.index)
+        elif isinstance(feature, Vector):
+            arrays[feature.name] = vector_array(column, f"Vector feature {feature.name!r}",
+                                                feature.dim, column.index)
         elif isinstance(feature, Numeric):
             arrays[feature.name] = _float_column(column, f"Numeric feature {feature.name!r}",
                                                  finite=True)
@@ -79,22 +98,32 @@ def from_dataframe(
     shuffle: bool = False,
     seed: int | None = None,
     sample_weight: str | None = None,
+    lookups: bool = True,
 ) -> tf.data.Dataset:
     """A batched `tf.data.Dataset` of `(features, labels[, sample_weight])` from a DataFrame.
 
     Columns are checked against the spec and tasks first, so a typo fails here with the column's
     name rather than deep inside a traced step. `shuffle=True` reshuffles every epoch with `seed`.
+
+    `lookups=True` (default): categorical and hashed features arrive as table rows under
+    `row_key(name)` (`keras_mtl.features.lookups`), looked up once for the whole frame, so the
+    model's training step has no lookup table in it and compiles with XLA. `False` keeps the raw
+    values (e.g. to feed an exported serving signature); the model looks them up itself then.
     """
-    return batched_columns(dataframe_columns(frame, features, tasks, sample_weight), batch_size,
-                           shuffle=shuffle, seed=seed)
+    columns = dataframe_columns(frame, features, tasks, sample_weight, lookups=lookups)
+    return batched_columns(columns, batch_size, shuffle=shuffle, seed=seed)
 
 
 def dataframe_columns(frame: pd.DataFrame, features: FeatureSpec | Sequence,
-                      tasks: Sequence[Task], sample_weight: str | None = None) -> tuple:
+                      tasks: Sequence[Task], sample_weight: str | None = None,
+                      lookups: bool = True) -> tuple:
     """`(features, labels[, sample_weight])` of a whole DataFrame as tensors, checked as in
-    `from_dataframe`; `batched_columns` batches them. Callers that build many datasets from one
-    frame convert it once (about a second on Census-Income)."""
-    elements = (feature_arrays(frame, features), label_arrays(frame, tasks))
+    `from_dataframe` (and with its `lookups`); `batched_columns` batches them. Callers that build
+    many datasets from one frame convert it once (about a second on Census-Income)."""
+    arrays = feature_arrays(frame, features)
+    if lookups:
+        arrays = LookupStage(features)(arrays)
+    elements = (arrays, label_arrays(frame, tasks))
     if sample_weight is not None:
         if sample_weight not in frame.columns:
             raise KeyError(f"Sample weight column {sample_weight!r} is not in the DataFrame.")

@@ -24,7 +24,10 @@ class GAUC(keras.metrics.Metric):
 
     Integer group ids map to slot `id mod num_groups` and strings are hashed, so the result is exact
     when there are at most `num_groups` distinct ids in `[0, num_groups)`; beyond that, colliding
-    groups are pooled. With no group that has both labels, the result is NaN (undefined).
+    groups are pooled. With no group that has both labels, the result is NaN (undefined). A group
+    feature that the input pipeline looked up (`keras_mtl.features.lookups`) groups by its table
+    row: a vocabulary of at most `num_groups` values is exact, and the out-of-vocabulary values
+    form one group.
 
     Args:
         group_feature: the feature whose value identifies a row's group (e.g. `"user_id"`). The model

@@ -16,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl import balancers as balancers_lib
+from keras_mtl import data as data_lib
 from keras_mtl.balancers.base import BalanceContext, Balancer
 from keras_mtl.features import FeatureEncoder
-from keras_mtl.features.spec import TF_DTYPES, FeatureSpec, as_feature_spec
+from keras_mtl.features.spec import FeatureSpec, as_feature_spec
 from keras_mtl.gradients import TaskGradients
 from keras_mtl.gradients.distribution import global_sum, loss_scale, replica_context
 from keras_mtl.gradients.extraction import Extraction, TapedPass, extract
@@ -157,11 +158,7 @@ class MultiTaskModel(keras.Model):
         self.build()
 
     def _example_features(self, batch: int = 2) -> dict:
-        return {
-            f.name: tf.zeros([batch], TF_DTYPES[f.dtype]) if f.dtype != "string"
-            else tf.fill([batch], "")
-            for f in self.spec
-        }
+        return self.spec.example_inputs(batch)
 
     @property
     def partition(self) -> VariablePartition:
@@ -293,6 +290,7 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------------------ steps
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_compilable(x)
         self.step_counters.count_labels(*self.task_loss_function.label_errors(y))
         step = self.compute_gradients(x, y, sample_weight)  # extract → balance → chain
         replica, num_replicas = replica_context()
@@ -325,12 +323,29 @@ class MultiTaskModel(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_compilable(x)
         self.step_counters.count_labels(*self.task_loss_function.label_errors(y))
         forward = self.forward(x, training=False)
         terms = self.task_loss_function(y, forward.logits, sample_weight)
         self.step_metrics.update(x, global_sum(terms.stacked), terms, forward.logits,
                                  tf.constant(True))
         return _for_keras_reduction(self.step_metrics.logs())
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_compilable(x)
+        return self(x, training=False)
+
+    def _check_compilable(self, x) -> None:
+        """A raw categorical value in an XLA-compiled step cannot be looked up: say which, and how
+        to avoid it (traced once, so this costs nothing per step)."""
+        raw = self.encoder.lookup_stage.pending(x) if isinstance(x, dict) else []
+        if raw and self.jit_compile:
+            raise ValueError(
+                f"Features {raw} reach the XLA-compiled step as raw values, and their lookup tables "
+                "cannot be compiled. Pass a tf.data.Dataset, a dict of arrays or a DataFrame "
+                "(fit/evaluate/predict look them up in the input pipeline), map "
+                "`model.encoder.lookup_stage` over your dataset, or compile(jit_compile=False).")
 
     def get_metrics_result(self):
         """The logged values (`loss`, task losses and metrics, skip counters, balancer weights),
@@ -379,10 +394,51 @@ class MultiTaskModel(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**{k: v for k, v in config.items() if v is not None})
 
+    def _pipeline(self, args: tuple, kwargs: dict, labels: bool = True) -> tuple[tuple, dict]:
+        """fit/evaluate/predict's data with lookups moved into the input pipeline and DataFrames
+        converted (`keras_mtl.data.plain_inputs`; `labels`: a DataFrame's task columns are `y`)."""
+        args, kwargs = list(args), dict(kwargs)
+        stage = self.encoder.lookup_stage
+        x = args[0] if args else kwargs.get("x")
+        y = args[1] if len(args) > 1 else kwargs.get("y")
+        x, y = data_lib.plain_inputs(x, y, stage, self.tasks if labels else ())
+        for i, (key, value) in enumerate((("x", x), ("y", y))):
+            if len(args) > i:
+                args[i] = value
+            elif value is not None:
+                kwargs[key] = value
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = data_lib.validation_inputs(kwargs["validation_data"],
+                                                                   stage, self.tasks)
+        return tuple(args), kwargs
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        x, y = data_lib.plain_inputs(x, y, self.encoder.lookup_stage, self.tasks)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        x, y = data_lib.plain_inputs(x, y, self.encoder.lookup_stage, self.tasks)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        x, _ = data_lib.plain_inputs(x, None, self.encoder.lookup_stage, ())
+        return super().predict_on_batch(x)
+
+    def predict(self, *args, **kwargs):
+        """`keras.Model.predict`; raw categorical values are looked up in the input pipeline, and
+        a DataFrame gives the spec's feature columns (others, labels included, are ignored)."""
+        args, kwargs = self._pipeline(args, kwargs, labels=False)
+        return super().predict(*args, **kwargs)
+
     def fit(self, *args, balancer=None, callbacks=None, **kwargs):
-        """`keras.Model.fit` plus `balancer=` (a name, instance or config) for this and later runs."""
+        """`keras.Model.fit` plus `balancer=` (a name, instance or config) for this and later runs.
+
+        Inputs as Keras takes them, plus a DataFrame (features, and labels when `y` is not
+        given); raw categorical values are looked up in the input pipeline
+        (`keras_mtl.data.with_lookups`), so the compiled step has no lookup table."""
         if balancer is not None:
             self.set_balancer(balancer)
+        args, kwargs = self._pipeline(args, kwargs)
         # First, so that its epoch-end work (epoch counter, NaN logs) precedes every other
         # callback's (BackupAndRestore saves the advanced counter, History records the NaNs).
         callbacks = [TrainingGuard(), *(callbacks or [])]
@@ -396,6 +452,7 @@ class MultiTaskModel(keras.Model):
         """`keras.Model.evaluate`, checking labels at the end (see `TrainingGuard`)."""
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation has it
             callbacks = [TrainingGuard(), *(callbacks or [])]
+        args, kwargs = self._pipeline(args, kwargs)
         return super().evaluate(*args, callbacks=callbacks, **kwargs)
 
     def get_config(self):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from keras_mtl.features.lookups import row_key
 from keras_mtl.metrics import group_feature_of
 from keras_mtl.models.guard import StepCounters
 from keras_mtl.models.losses import TaskLosses
@@ -92,6 +93,11 @@ def _groups(metric, x) -> dict:
     group = group_feature_of(metric)
     if group is None:
         return {}
+    if group not in x and row_key(group) in x:
+        # Looked up in the input pipeline: its table rows identify the groups as well (a
+        # categorical's out-of-vocabulary values share one row, so they form one group), and
+        # unlike a hash of the strings they compile with XLA.
+        return {"groups": x[row_key(group)]}
     if group not in x:
         raise KeyError(f"Metric {metric.name!r} groups rows by feature {group!r}, which is not in "
                        f"the inputs {sorted(x)}.")

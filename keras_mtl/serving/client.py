@@ -21,10 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from keras_mtl.features.lists import (
+    PADDING,
+    TRUNCATION,
+    id_list_array,
+    is_list_cell,
+    is_missing_cell,
+    vector_array,
+)
 from keras_mtl.serving.contract import (
     DEFAULT_SIGNATURE,
     EXPONENTS_INPUT,
     EXPONENTS_SIGNATURE,
+    MISSING_EMPTY_LIST,
     MISSING_EMPTY_STRING,
     MISSING_NAN,
     MISSING_REFUSED,
@@ -51,7 +60,10 @@ class ServingClient:
       into a numeric input, numbers into a string input, or 7.5 into an integer input are errors
       naming the feature and the row;
     - shapes: `[batch]` columns, `[batch, 1]` squeezed, anything else refused; all columns of one
-      length;
+      length; id lists (`Sequence`, `MultiValued`: a list of integer ids per row, or a 2-D array)
+      padded with the contract's `padding` (-1) and cut to their first `max_length` ids, a missing
+      list sent as an empty one; vectors (a list of `dim` floats per row, or a `[batch, dim]`
+      array) of any other width, or with a non-finite value, refused naming the feature and row;
     - missing values (None, NaN, pd.NA): "" for string features and NaN for numeric ones, as in
       training; integer inputs and inputs a score transform reads refuse them.
     - `score_exponents` (the `score_with_exponents` signature): finite, non-negative, one per task.
@@ -104,8 +116,9 @@ class ServingClient:
         return list(self.features)
 
     def prepare(self, rows: Rows) -> dict[str, np.ndarray]:
-        """The checked, encoded columns a request will carry: one `[batch]` array per input, in
-        the contract's order, with the signature's dtype (`object` arrays of `str` for strings)."""
+        """The checked, encoded columns a request will carry: one array per input, in the
+        contract's order, with the signature's dtype (`object` arrays of `str` for strings) and
+        shape (`[batch]`; `[batch, max_length]` int64 for id lists, `[batch, dim]` for vectors)."""
         columns, index = _raw_columns(rows)
         missing = [name for name in self.features if name not in columns]
         if missing:
@@ -116,14 +129,18 @@ class ServingClient:
             warnings.warn(f"Dropping column(s) {dropped}: not inputs of the serving signature "
                           f"(labels or other columns); it takes {list(self.features)}.",
                           UserWarning, stacklevel=3)
-        arrays = {name: _shaped(name, columns[name]) for name in self.features}
+        # Lists and vectors are checked and encoded as they are shaped (their cells are the rows).
+        arrays = {name: _list_encoded(name, columns[name], self.features[name], index)
+                  if self.features[name].get("shape") else _shaped(name, columns[name])
+                  for name in self.features}
         lengths = {name: len(values) for name, values in arrays.items()}
         if len(set(lengths.values())) > 1:
             raise ValueError(f"Input columns have different lengths {lengths}; every feature needs "
                              "one value per row.")
         if index is None or len(index) != next(iter(lengths.values()), 0):
             index = range(next(iter(lengths.values()), 0))
-        return {name: _encoded(name, arrays[name], entry, index)
+        return {name: arrays[name] if entry.get("shape") else
+                _encoded(name, arrays[name], entry, index)
                 for name, entry in self.features.items()}
 
     def score_exponents(self, exponents: Exponents, num_rows: int) -> np.ndarray:
@@ -310,6 +327,22 @@ def _shaped(name: str, values) -> np.ndarray:
     return array
 
 
+def _list_encoded(name: str, values, entry: Mapping, index: Sequence | None) -> np.ndarray:
+    """An id-list or vector input as the signature takes it (see `keras_mtl.features.lists`)."""
+    shape = list(entry["shape"])
+    what = (f"Input {name!r} ({entry.get('kind', 'unknown')} feature, {entry['dtype']} "
+            f"[batch, {shape[0]}])")
+    if len(shape) != 1:
+        raise ValueError(f"{what}: the contract's shape {shape} is not one list per row.")
+    if "padding" in entry:
+        if int(entry["padding"]) != PADDING or entry.get("truncation", TRUNCATION) != TRUNCATION:
+            raise ValueError(f"{what}: the contract pads with {entry['padding']!r} and truncates "
+                             f"{entry.get('truncation')!r}; this client pads with {PADDING} and "
+                             f"keeps the first ids ({TRUNCATION!r}). Use a matching keras_mtl.")
+        return id_list_array(values, what, int(entry.get("max_length", shape[0])), index)
+    return vector_array(values, what, int(shape[0]), index)
+
+
 def _plain(value):
     """A numpy scalar as the Python value it holds, for readable messages."""
     return value.item() if isinstance(value, np.generic) else value
@@ -426,8 +459,13 @@ def _inferred_client(rows) -> ServingClient:
     input is string, int64 or float32), so the shape, length and missing-value rules still apply;
     names and labels cannot be checked."""
     columns, _ = _raw_columns(rows)
-    inputs = {}
+    inputs, lists = {}, {}
     for name, values in columns.items():
+        entry = _inferred_list_entry(values)
+        if entry is not None:
+            lists[name] = entry
+            inputs[name] = entry["dtype"]
+            continue
         array = _shaped(name, values)
         kind = array.dtype.kind
         if kind == "O":
@@ -435,7 +473,36 @@ def _inferred_client(rows) -> ServingClient:
             if present and all(_is_number(v) for v in present):
                 kind = "i" if all(isinstance(v, numbers.Integral) for v in present) else "f"
         inputs[name] = {"i": "int64", "u": "int64", "b": "int64", "f": "float32"}.get(kind, "string")
-    return ServingClient({"inputs": inputs})
+    features = _feature_entries({"inputs": inputs})
+    features.update(lists)
+    return ServingClient({"inputs": inputs, "features": features})
+
+
+def _inferred_list_entry(values) -> dict | None:
+    """Without a contract: a `[batch, n]` array or a column of list cells is an id list (integer
+    values, padded to the longest row) or a vector (floats, width of the first row); else None."""
+    if isinstance(values, pd.Series):
+        values = values.to_numpy(dtype=object) if values.dtype.kind == "O" else values.to_numpy()
+    if isinstance(values, np.ndarray) and values.ndim == 2 and values.shape[1] != 1 \
+            and values.dtype.kind in "iuf":
+        integer = values.dtype.kind in "iu"
+        width = int(values.shape[1])
+    else:
+        if isinstance(values, np.ndarray) and values.ndim != 1:
+            return None
+        if not isinstance(values, Sequence | np.ndarray) or isinstance(values, str | bytes):
+            return None
+        cells = [v for v in values if not is_missing_cell(v)]
+        if not cells or not all(is_list_cell(c) for c in cells):
+            return None
+        arrays = [np.asarray(c) for c in cells]
+        integer = all(a.dtype.kind in "iu" for a in arrays if a.size)
+        width = max(len(a) for a in arrays) if integer else len(arrays[0])
+    if integer:
+        return {"dtype": "int64", "kind": "id_list", "missing": MISSING_EMPTY_LIST,
+                "shape": [max(width, 1)], "padding": PADDING, "max_length": max(width, 1),
+                "truncation": TRUNCATION}
+    return {"dtype": "float32", "kind": "vector", "missing": MISSING_REFUSED, "shape": [width]}
 
 
 def _client_and_exponents(rows, contract, extra: Mapping | None):

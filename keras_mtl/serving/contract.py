@@ -15,12 +15,21 @@ CONTRACT_FILE = "keras_mtl_signature.json"
 CONTRACT_FORMAT = 2
 WARMUP_FILE = "tf_serving_warmup_requests"
 
+# Format 2 entries of `features` (per input): `dtype`, `kind`, `missing` and, for an input with
+# more than one value per row, `shape`, the per-row shape ([max_length] for an id list, [dim] for a
+# vector; an entry without `shape` is a [batch] input, so older contracts read unchanged). Id lists
+# also record `padding` (-1, the value after a row's ids), `max_length` and `truncation`
+# ("keep_first": a longer row keeps its first ids).
+
 # How a missing value of an input is sent, mirroring `keras_mtl.data.feature_arrays` (training):
 # strings become "" (`string_values`), numerics stay NaN (the encoder puts NaN at the training mean),
 # and integer inputs, which training refuses to read with a missing value, have no encoding.
 MISSING_EMPTY_STRING = "empty_string"
 MISSING_NAN = "nan"
 MISSING_REFUSED = "refuse"
+# An id list (`Sequence`, `MultiValued`) with no value is an empty list: a row of padding only, as
+# `feature_arrays` pads a None cell in training.
+MISSING_EMPTY_LIST = "empty_list"
 SCORE_INPUT_KIND = "score_input"
 
 

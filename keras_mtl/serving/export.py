@@ -11,13 +11,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.features.spec import TF_DTYPES, Categorical, Hashed, IntegerId, Numeric
+from keras_mtl.features.lists import PADDING, TRUNCATION
+from keras_mtl.features.spec import (
+    TF_DTYPES,
+    Categorical,
+    Hashed,
+    IdList,
+    IntegerId,
+    Numeric,
+    Vector,
+)
 from keras_mtl.serving.contract import (
     CONTRACT_FILE,
     CONTRACT_FORMAT,
     DEFAULT_SIGNATURE,
     EXPONENTS_INPUT,
     EXPONENTS_SIGNATURE,
+    MISSING_EMPTY_LIST,
     MISSING_EMPTY_STRING,
     MISSING_NAN,
     MISSING_REFUSED,
@@ -36,13 +46,31 @@ def input_contract(model, score: ScoreSpec | None = None) -> dict[str, str]:
         if transform.feature in contract:
             if contract[transform.feature] == "string":
                 raise ValueError(f"Score transform of {transform.feature!r}: it is a string feature.")
+            if model.spec[transform.feature].shape:
+                raise ValueError(f"Score transform of {transform.feature!r}: it is a "
+                                 f"{type(model.spec[transform.feature]).__name__} feature (one "
+                                 "list or vector per row); a transform reads one number per row.")
         else:
             contract[transform.feature] = "float32"
     return contract
 
 
+def input_shapes(model, score: ScoreSpec | None = None) -> dict[str, list[int]]:
+    """Name → per-row shape of every input of the serving signature: `[]` for one value per row
+    (the input is `[batch]`), `[max_length]` for id lists, `[dim]` for vectors."""
+    return {name: list(model.spec[name].shape) if name in model.spec.names else []
+            for name in input_contract(model, score)}
+
+
 def feature_contract(model, score: ScoreSpec | None = None) -> dict[str, dict]:
-    """Per input of the serving signature: dtype, feature kind and how a missing value is encoded.
+    """Per input of the serving signature: dtype, feature kind, how a missing value is encoded
+    and, for inputs with more than one value per row, `shape` (the per-row shape: `[max_length]`
+    or `[dim]`; an entry without one is a `[batch]` input).
+
+    Id lists (`Sequence`, `MultiValued`) also record `padding` (the value that fills a row after
+    its ids, -1), `max_length` and `truncation` ("keep_first": a longer row keeps its first ids,
+    the most recent of a newest-first history); a missing list is an empty one (all padding).
+    Vectors record their width in `shape` and refuse a missing value.
 
     Written next to the SavedModel so that a client can encode a request exactly as
     `from_dataframe` encoded the training rows (a `None` user id must reach a `Hashed` feature as
@@ -52,14 +80,21 @@ def feature_contract(model, score: ScoreSpec | None = None) -> dict[str, dict]:
     read_by_score = {t.feature: t.kind for t in (score.transforms if score else ())}
     features = {}
     for name, dtype in input_contract(model, score).items():
-        kind = model.spec[name].kind if name in model.spec.names else SCORE_INPUT_KIND
+        feature = model.spec[name] if name in model.spec.names else None
+        kind = feature.kind if feature is not None else SCORE_INPUT_KIND
         if dtype == "string":
             missing = MISSING_EMPTY_STRING
+        elif isinstance(feature, IdList):
+            missing = MISSING_EMPTY_LIST
         elif kind == Numeric.kind and name not in read_by_score:
             missing = MISSING_NAN
         else:
             missing = MISSING_REFUSED
         entry = {"dtype": dtype, "kind": kind, "missing": missing}
+        if feature is not None and feature.shape:  # absent: one value per row, as before
+            entry["shape"] = list(feature.shape)
+        if isinstance(feature, IdList):
+            entry.update(padding=PADDING, max_length=feature.max_length, truncation=TRUNCATION)
         if name in read_by_score:
             entry["score_transform"] = read_by_score[name]
         features[name] = entry
@@ -75,9 +110,25 @@ def next_version(base_path: str) -> int:
 
 
 def example_rows(model, num_rows: int = 3, score: ScoreSpec | None = None) -> dict[str, np.ndarray]:
-    """Valid placeholder rows for warm-up and smoke tests: known vocabulary values, ids, zeros."""
+    """Valid placeholder rows for warm-up and smoke tests: known vocabulary values, ids, zeros.
+
+    Id lists are int64 `[num_rows, max_length]`: row `i` holds `i mod (max_length + 1)` ids and
+    padding after them (so row 0 is an empty list, the all-padding path); vectors are zeros
+    `[num_rows, dim]`.
+    """
     rows = {}
     for feature in model.spec:
+        if isinstance(feature, IdList):
+            num_ids = model.spec.table_owner(feature.name).num_ids
+            ids = np.full((num_rows, feature.max_length), PADDING, np.int64)
+            for i in range(num_rows):
+                length = i % (feature.max_length + 1)
+                ids[i, :length] = (i + np.arange(length)) % num_ids
+            rows[feature.name] = ids
+            continue
+        if isinstance(feature, Vector):
+            rows[feature.name] = np.zeros((num_rows, feature.dim), np.float32)
+            continue
         if isinstance(feature, Categorical):
             vocabulary = list(feature.vocabulary)
             values = [vocabulary[i % len(vocabulary)] for i in range(num_rows)]
@@ -109,7 +160,9 @@ def export(
 
     Signatures:
     - `serving_default`: the named raw features in (the feature spec's names and dtypes, batch
-      first), every task's prediction out (probability for binary tasks, value for regression,
+      first: `[None]` per scalar feature, `[None, max_length]` int64 per `Sequence`/`MultiValued`,
+      each row padded with -1 after its ids, and `[None, dim]` float32 per `Vector`), every task's
+      prediction out (probability for binary tasks, value for regression,
       float32 `[batch]`) plus `score` (see `ScoreSpec`).
     - `score_with_exponents`: the same plus `score_exponents`, float32 `[batch or 1, K]` in task
       order, so a caller can tune the score's exponents per request without a re-export. They are
@@ -120,7 +173,8 @@ def export(
     state. String features keep their lookup tables. `warmup=True` (default: when
     `tensorflow-serving-api` is installed) writes `assets.extra/tf_serving_warmup_requests` from
     `warmup_rows` (default: placeholder rows built from the spec). The input contract (names,
-    dtypes, feature kinds, missing-value encodings, signatures, outputs) is also written to
+    dtypes, feature kinds, per-row shapes, padding and truncation of id lists, missing-value
+    encodings, signatures, outputs) is also written to
     `assets.extra/keras_mtl_signature.json`, which `ServingClient.from_export` applies to every
     request.
 
@@ -153,7 +207,8 @@ def export(
         result["score"] = score.score(predictions, task_exponents, features)
         return result
 
-    signature = {name: tf.TensorSpec([None], TF_DTYPES[dtype], name=name)
+    shapes = input_shapes(model, score)
+    signature = {name: tf.TensorSpec([None, *shapes[name]], TF_DTYPES[dtype], name=name)
                  for name, dtype in contract.items()}
     fixed = tf.constant(exponents, tf.float32)
 

@@ -58,3 +58,29 @@ def test_markdown_leaves_an_undefined_gain_empty():
                                     "learning_rates": [1e-3]}}}
     table = quality.format_markdown(result)
     assert "| PLE + ew (ESMM) | 0.7000 ± 0.0000 | 0.6000 ± 0.0000 | +0.0125 |  | 0.001 |" in table
+
+
+def test_movielens_history_experiment_runs_on_grouplens_files(tmp_path, capsys):
+    """The history row and its baseline, through the CLI, on ML-100K-layout files written here
+    (60 users × 25 ratings; `liked` depends on whether the user liked the movie before)."""
+    import numpy as np
+
+    from tests.datasets.movielens_files_test import write_100k
+
+    rng = np.random.default_rng(0)
+    ratings = [(1 + u % 3, 1 + int(m), int(rng.integers(1, 6)), int(t))
+               for u in range(60) for t, m in enumerate(rng.integers(0, 4, 25))]
+    write_100k(str(tmp_path / "ml-100k"), ratings)
+    json_path = tmp_path / "quality.json"
+    assert main(["bench", "--quality", "--quick", "--experiments", "movielens",
+                 "--movielens-path", str(tmp_path / "ml-100k"), "--json", str(json_path)]) == 0
+    rows = json.loads(json_path.read_text())["movielens"]["rows"]
+    assert [r["row"] for r in rows] == [
+        "PLE + ew, no history", f"PLE + ew, history of {quality.MOVIELENS_HISTORY} (DIN attention)"]
+    for row in rows:
+        assert len(row["liked_auc"]["runs"]) == quality.QUICK_BUDGETS["movielens"].seeds
+        assert all(0.0 <= r <= 1.0 for r in row["liked_auc"]["runs"])
+        assert row["rating_rmse"]["mean"] > 0
+    assert rows[1]["liked_auc_gain"] == pytest.approx(
+        rows[1]["liked_auc"]["mean"] - rows[0]["liked_auc"]["mean"])
+    assert "### MovieLens: what the user history adds" in capsys.readouterr().out

@@ -18,10 +18,16 @@ def frame(**overrides):
 
 
 def test_batches_carry_features_labels_and_missing_labels_as_nan():
-    (x, y), = list(from_dataframe(frame(), SPEC, TASKS, batch_size=8))
+    (x, y), = list(from_dataframe(frame(), SPEC, TASKS, batch_size=8, lookups=False))
     assert x["country"].numpy().tolist() == [b"de", b"us", b""]
     assert np.isnan(y["buy"].numpy()[1])
     assert x["item"].dtype.name == "int64"
+    # By default the vocabulary lookup is done here, once: OOV row 0, then the vocabulary.
+    (rows, _), = list(from_dataframe(frame(), SPEC, TASKS, batch_size=8))
+    assert "country" not in rows
+    vocabulary = list(SPEC["country"].vocabulary)
+    expected = [vocabulary.index(v) + 1 if v in vocabulary else 0 for v in ("de", "us", "")]
+    assert rows["country__row"].numpy().tolist() == expected
 
 
 def test_errors_name_the_column_and_an_offending_value():

@@ -6,6 +6,7 @@ import pytest
 
 from keras_mtl import Categorical, FeatureSpec, Hashed, Numeric
 from keras_mtl.data import from_dataframe
+from keras_mtl.features.lookups import needs_lookup, row_key
 from keras_mtl.tasks import Task
 
 RNG = np.random.default_rng(0)
@@ -56,9 +57,15 @@ def test_high_cardinality_is_hashed_and_overrides_win():
 def test_inferred_spec_feeds_a_pipeline():
     data = frame(64)
     spec = FeatureSpec.infer(data, exclude=["click"])
-    x, y = next(iter(from_dataframe(data, spec, [Task("click")], batch_size=64, shuffle=False)))
+    x, y = next(iter(from_dataframe(data, spec, [Task("click")], batch_size=64, shuffle=False,
+                                    lookups=False)))
     assert set(x) == set(spec.names)
     assert x["country"].dtype.name == "string" and x["price"].dtype.name == "float32"
+    rows, _ = next(iter(from_dataframe(data, spec, [Task("click")], batch_size=64)))
+    looked_up = {f.name for f in spec if needs_lookup(f)}
+    assert looked_up >= {"country"}
+    assert set(rows) == {row_key(n) if n in looked_up else n for n in spec.names}
+    assert rows[row_key("country")].dtype.name == "int64"
 
 
 def test_bad_requests_name_the_columns():

@@ -34,8 +34,6 @@ def test_spec_config_round_trip_and_validation():
     assert FeatureSpec.from_config(spec.get_config()) == spec
     with pytest.raises(ValueError, match="repeated"):
         FeatureSpec([km.Numeric("a"), km.Numeric("a")])
-    assert not spec.supports_xla
-    assert FeatureSpec([km.Numeric("a"), km.IntegerId("b")]).supports_xla
 
 
 def test_encoder_layout_oov_and_missing_numeric():
