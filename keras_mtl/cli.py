@@ -126,7 +126,8 @@ def _throughput(args: argparse.Namespace) -> dict:
     balancers = args.balancers.split(",") if args.balancers else None
     result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
                                  jit_modes=jit_modes, embedding_rows=args.embedding_rows,
-                                 ranker=args.ranker, log=lambda line: print(line, flush=True), **settings)
+                                 ranker_rows=args.ranker,
+                                 log=lambda line: print(line, flush=True), **settings)
     table = throughput.format_markdown(result)
     print(table)
     if args.markdown:
@@ -253,11 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--embedding-rows", type=int, default=0,
                    help="Also measure a model with an id feature embedded in a table of this "
                         "many rows (e.g. 10000000) at the representation level.")
-    b.add_argument("--ranker", action="store_true",
+    b.add_argument("--ranker", type=int, nargs="?", const=1_000_000, default=0, metavar="ROWS",
                    help="Also measure the own-ranker features: a 50-id history attended against "
-                        "the candidate in a shared table (--embedding-rows rows, default "
-                        "1000000), tags, a vector, and string user/country features looked up in "
-                        "the input pipeline, against the same model fed integer ids.")
+                        "the candidate in a shared ROWS-row table (default 1000000), tags, a "
+                        "vector, and string user/country features looked up in the input "
+                        "pipeline, against the same model fed integer ids.")
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     b.add_argument("--quality", action="store_true",

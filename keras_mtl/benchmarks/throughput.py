@@ -415,12 +415,13 @@ def run(
 def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str] = ("mmoe",),
              task_counts: Sequence[int] = (4,), jit_modes: Sequence[bool] = (True,),
              embedding_rows: int = 0, embedding_balancers: Sequence[str] = EMBEDDING_SPECS,
-             ranker: bool = False, log: Callable[[str], None] = print, **kwargs) -> dict:
+             ranker_rows: int = 0, log: Callable[[str], None] = print, **kwargs) -> dict:
     """`run` for every (architecture, K, XLA) combination, then, with `embedding_rows`, the
     large-embedding configuration (first architecture, K and XLA mode) on
-    `embedding_balancers`; with `ranker`, the ranker configuration (`ranker_features`, its table
-    `embedding_rows` or `RANKER_TABLE_ROWS` long) fed integer ids (ew alone) and strings (ew and
-    `embedding_balancers`), both with SGD for the reason given at `EMBEDDING_SPECS`."""
+    `embedding_balancers`; with `ranker_rows`, the ranker configuration (`ranker_features`, its
+    item table that long) with string features on `embedding_balancers`, and its `ew` step against
+    the same model fed integer ids (`strings_against_ids`), with SGD for the reason given at
+    `EMBEDDING_SPECS`."""
     runs = []
     for architecture, num_tasks, jit_compile in itertools.product(architectures, task_counts,
                                                                   jit_modes):
@@ -434,26 +435,79 @@ def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str
                         embedding_rows=embedding_rows,
                         **{**kwargs, "floor": False, "optimizer": "sgd"}))
         log(_title(runs[-1]) + ": done")
-    if ranker:
-        for features, specs in (("ids", ["ew"]), ("strings", list(embedding_balancers))):
-            log(f"ranker features ({features}), {architectures[0]}, K = {task_counts[0]}:")
-            runs.append(run(specs, architecture=architectures[0], num_tasks=task_counts[0],
-                            jit_compile=jit_modes[0], embedding_rows=embedding_rows,
-                            ranker=features, log=log,
-                            **{**kwargs, "floor": False, "optimizer": "sgd"}))
-            log(_title(runs[-1]) + ": done")
-    return {"machine": _machine(), "runs": runs}
+    result = {"machine": _machine(), "runs": runs}
+    if ranker_rows:
+        log(f"ranker features (strings), {architectures[0]}, K = {task_counts[0]}:")
+        runs.append(run(list(embedding_balancers), architecture=architectures[0],
+                        num_tasks=task_counts[0], jit_compile=jit_modes[0],
+                        embedding_rows=ranker_rows, ranker="strings", log=log,
+                        **{**kwargs, "floor": False, "optimizer": "sgd"}))
+        log(_title(runs[-1]) + ": done")
+        log("ranker features: ew with strings against ew with integer ids, interleaved:")
+        result["ranker_comparison"] = strings_against_ids(
+            architectures[0], task_counts[0], jit_compile=jit_modes[0],
+            embedding_rows=ranker_rows, **{k: v for k, v in kwargs.items()
+                                              if k in ("batch_size", "experts", "units", "steps",
+                                                       "windows", "warmup", "seed")})
+        log(f"  strings / ids time per step: {result['ranker_comparison']['median']:.2f}")
+    return result
+
+
+def strings_against_ids(architecture: str, num_tasks: int, batch_size: int = 2048,
+                        experts: int = 8, units: int = 256, steps: int = 10, windows: int = 5,
+                        warmup: int = 3, jit_compile: bool = True, seed: int = 0,
+                        embedding_rows: int = 0) -> dict:
+    """The ranker model's `ew` step with string user/country features (looked up in the input
+    pipeline) against the same model fed integer ids, timed in alternating windows (ids, strings,
+    ids, strings, …; at least 6 pairs) so that drift on a shared machine hits both alike. Returns
+    the per-pair ratios of the strings model's throughput to the ids model's, their median, each
+    model's ms/step, and whether both kept `jit_compile`."""
+    models, batches = {}, {}
+    for features in ("ids", "strings"):
+        spec, tasks, x, y = bench_data(num_tasks, batch_size, seed, embedding_rows, features)
+        if features == "strings":
+            from keras_mtl.features.lookups import LookupStage
+
+            x = LookupStage(spec)(x)  # what the pipeline hands the step
+        keras.utils.set_random_seed(seed)
+        model = build_model(architecture, spec, tasks, experts, units)
+        model.compile(optimizer="sgd", balancer="ew", jit_compile=jit_compile)
+        models[features], batches[features] = model, (x, y)
+        for _ in range(1 + warmup):
+            model.train_on_batch(x, y)
+
+    def window(features):
+        model, (x, y) = models[features], batches[features]
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = model.train_on_batch(x, y, return_dict=True)["loss"]
+        float(np.asarray(loss))
+        return (time.perf_counter() - start) / steps
+
+    timings = {"ids": [], "strings": []}
+    for _ in range(max(windows, 6)):
+        for features in ("ids", "strings"):
+            timings[features].append(window(features))
+    ratios = [i / s for i, s in zip(timings["ids"], timings["strings"], strict=True)]
+    return {"ratios": ratios, "median": statistics.median(ratios),
+            "ids_ms": [1000 * t for t in timings["ids"]],
+            "strings_ms": [1000 * t for t in timings["strings"]],
+            "xla": all(bool(m.jit_compile) for m in models.values()) if jit_compile else False}
 
 
 def ranker_summary(result: dict) -> dict | None:
     """The ranker configuration's figures: whether the string model's step compiled with XLA, its
-    ew throughput over the integer-id twin's, and the lookup stage's examples/s over the step's."""
-    by_features = {r["config"].get("ranker"): r for r in result.get("runs", [])}
-    strings, ids = by_features.get("strings"), by_features.get("ids")
-    if strings is None or ids is None:
+    ew throughput over the integer-id twin's (`strings_against_ids`), and the lookup stage's
+    examples/s over the step's."""
+    strings = next((r for r in result.get("runs", []) if r["config"].get("ranker")), None)
+    comparison = result.get("ranker_comparison")
+    if strings is None or comparison is None:
         return None
     ew = strings["rows"][0]["examples_per_second"]
-    return {"xla": strings["xla"], "ew_strings_over_ids": ew / ids["rows"][0]["examples_per_second"],
+    return {"xla": strings["xla"] and comparison["xla"],
+            "ew_strings_over_ids": comparison["median"],
+            "ratio_span": (min(comparison["ratios"]), max(comparison["ratios"])),
+            "pairs": len(comparison["ratios"]),
             "lookup_examples_per_second": strings["lookup_examples_per_second"],
             "lookup_over_step": strings["lookup_examples_per_second"] / ew}
 
@@ -538,12 +592,14 @@ def format_markdown(result: dict) -> str:
                 f"{r['parameters']} | {r['parameters_to_floor']} | {r['every_k']} | "
                 f"{r['memory']} |")
         lines.append("")
-    ranker = ranker_summary({"runs": runs})
+    ranker = ranker_summary(result)
     if ranker is not None:
         compiled = "compiled with XLA" if ranker["xla"] else "did NOT compile with XLA"
+        low, high = ranker["ratio_span"]
         lines += [f"Ranker features: the string model's step {compiled}; "
                   f"its ew throughput is {ranker['ew_strings_over_ids']:.2f}× that of the same model "
-                  f"fed integer ids; the input pipeline's lookups alone run at "
+                  f"fed integer ids (median of {ranker['pairs']} alternating window pairs, "
+                  f"{low:.2f}–{high:.2f}); the input pipeline's lookups alone run at "
                   f"{ranker['lookup_examples_per_second']:,.0f} examples/s "
                   f"({ranker['lookup_over_step']:.1f}× the ew step's).", ""]
     for run_ in runs:

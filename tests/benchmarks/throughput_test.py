@@ -111,3 +111,18 @@ def test_quick_settings_shrink_everything_but_a_smaller_batch():
                                 quick=True)
     assert quick == dict(batch_size=256, experts=4, units=32, steps=3, windows=2, warmup=1)
     assert throughput.settings(64, 8, 256, 10, 5, quick=True)["batch_size"] == 64
+
+
+def test_ranker_configuration_compiles_string_features_and_compares_them_with_ids():
+    result = throughput.run_grid(
+        ["ew"], architectures=("mmoe",), task_counts=(2,), ranker_rows=50, floor=False,
+        embedding_balancers=("ew@representation",), log=lambda line: None,
+        batch_size=32, experts=2, units=8, steps=1, windows=1, warmup=0)
+    assert len(result["runs"]) == 2  # the grid's one configuration, then the ranker's
+    strings = result["runs"][-1]
+    assert strings["config"]["ranker"] == "strings" and strings["xla"] is True
+    assert [r["balancer"] for r in strings["rows"]] == ["ew", "ew"]
+    summary = throughput.ranker_summary(result)
+    assert summary["xla"] is True and summary["pairs"] == 6
+    assert summary["ew_strings_over_ids"] > 0 and summary["lookup_examples_per_second"] > 0
+    assert "the string model's step compiled with XLA" in throughput.format_markdown(result)
