@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.data import plain_inputs
+
 LEVELS = ("parameters", "representation")
 
 
-def task_gradients(model, x, y, level: str = "parameters", sample_weight=None) -> tf.Tensor:
+def task_gradients(model, x, y=None, level: str = "parameters", sample_weight=None) -> tf.Tensor:
     """The `[K, D]` matrix of each task's loss gradient, as the balancers see it at `level`.
 
     `"parameters"`: w.r.t. the shared parameters the model balances (embedding tables excluded
@@ -17,10 +19,13 @@ def task_gradients(model, x, y, level: str = "parameters", sample_weight=None) -
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
+    # A DataFrame (labels from its task columns when y is None) or arrays, as fit takes them.
+    x, y = plain_inputs(x, y, model.encoder.lookup_stage, model.tasks)
     return model.task_gradients(x, y, sample_weight, level=level).as_matrix()
 
 
-def gradient_cosines(model, x, y, level: str = "parameters", sample_weight=None) -> np.ndarray:
+def gradient_cosines(model, x, y=None, level: str = "parameters",
+                     sample_weight=None) -> np.ndarray:
     """`[K, K]` cosine similarities of the task gradients (negative: the tasks conflict).
 
     A task with a zero gradient (no labelled rows in the batch) has cosine 0 with every task.

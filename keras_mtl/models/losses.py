@@ -73,11 +73,10 @@ class TaskLossFunction:
         labels = self.labels(y)
         present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
         clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
-        row_weight = None
-        if sample_weight is not None:
-            row_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        row_weights = self.row_weights(sample_weight)
         totals, counts, weights = [], [], []
         for task, logit in zip(self.tasks, logits, strict=True):
+            row_weight = row_weights.get(task.name)
             mask = present[task.name]
             if task.sample_space is not None:
                 mask &= present[task.sample_space] & (clean[task.sample_space] > 0.5)
@@ -109,6 +108,22 @@ class TaskLossFunction:
         shares = tuple(tf.math.divide_no_nan(total, count)
                        for total, count in zip(totals, tf.unstack(counts), strict=True))
         return TaskLosses(shares, tuple(self.weight(shares)), clean, tuple(weights))
+
+    def row_weights(self, sample_weight) -> dict:
+        """Each task's `[batch]` row weights from `sample_weight`: one vector for every task, or a
+        dict of per-task vectors (a task left out weighs its rows 1). Keras hands a dict when a
+        single numpy `sample_weight` meets dict labels: it spreads the array over the tasks."""
+        if sample_weight is None:
+            return {}
+        if isinstance(sample_weight, dict):
+            unknown = sorted(set(sample_weight) - set(self.names))
+            if unknown:
+                raise ValueError(f"sample_weight names {unknown}, which are not tasks; the tasks "
+                                 f"are {self.names}.")
+            return {name: tf.reshape(tf.cast(value, tf.float32), [-1])
+                    for name, value in sample_weight.items() if value is not None}
+        vector = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        return dict.fromkeys(self.names, vector)
 
     def weight(self, losses):
         """`Task.weight` applied to a `[K]` vector or to a list of K scalars (kept independent)."""

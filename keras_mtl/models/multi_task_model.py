@@ -366,6 +366,14 @@ class MultiTaskModel(keras.Model):
     def metrics(self):
         return self.step_metrics.metrics
 
+    @property
+    def metrics_names(self) -> list[str]:
+        """The names of the values `evaluate()` (and `test_on_batch`) return as a list, in that
+        order, as Keras documents it; training logs add the skip counters and balancer weights."""
+        logs = self.step_metrics.logs()
+        names = [m.name for m in self.metrics if m.name in logs]
+        return names + sorted(k for k in logs if k not in names)
+
     # ------------------------------------------------------------------------------ Keras API
     def compile(self, optimizer="adam", balancer=None, **kwargs):
         """`keras.Model.compile` plus `balancer=`. Losses and metrics belong to the `Task`s."""
@@ -436,6 +444,14 @@ class MultiTaskModel(keras.Model):
         Inputs as Keras takes them, plus a DataFrame (features, and labels when `y` is not
         given); raw categorical values are looked up in the input pipeline
         (`keras_mtl.data.with_lookups`), so the compiled step has no lookup table."""
+        if kwargs.get("class_weight") is not None:
+            # Keras' class_weight is one dict for a single output; its multi-task form is a row
+            # weight per task, which sample_weight already is.
+            raise ValueError(
+                "class_weight is Keras' single-output form and does not apply to a multi-task "
+                "model. Weight rows per task instead: sample_weight={task: row weights} (e.g. "
+                "np.where(labels['click'] == 1, 5.0, 1.0) for the click task; tasks left out "
+                "weigh 1), or one array for every task, or from_dataframe(..., sample_weight=col).")
         if balancer is not None:
             self.set_balancer(balancer)
         args, kwargs = self._pipeline(args, kwargs)
