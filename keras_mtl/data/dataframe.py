@@ -59,8 +59,11 @@ def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
     return arrays
 
 
-def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.ndarray]:
-    """Each task's label column as float32; missing labels stay NaN (they are masked in training)."""
+def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task],
+                 warn_unlabelled: bool = True) -> dict[str, np.ndarray]:
+    """Each task's label column as float32; missing labels stay NaN (they are masked in training).
+    `warn_unlabelled`: warn when a task has no label in any row (off for a streamed file's chunks,
+    where that is ordinary)."""
     arrays = {}
     for task in validate_tasks(tasks):
         if task.name not in frame.columns:
@@ -72,7 +75,7 @@ def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task]) -> dict[str, np.nda
         present = ~np.isnan(values)
         if task.missing_value is not None:
             present &= values != task.missing_value
-        if len(values) and not present.any():
+        if warn_unlabelled and len(values) and not present.any():
             warnings.warn(
                 f"Task {task.name!r} has no label in any of the {len(values)} rows (every value is "
                 "missing): it contributes nothing to training on these data.",

@@ -8,6 +8,7 @@ commit the balancer's state → metrics; the losses are `models.losses`, the gua
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -462,7 +463,13 @@ class MultiTaskModel(keras.Model):
         if isinstance(data, tf.data.Dataset):
             # Keras warns that shuffle=True (its default) is ignored for datasets: it is.
             kwargs.setdefault("shuffle", False)
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+        with warnings.catch_warnings():
+            if (isinstance(data, tf.data.Dataset) and kwargs.get("steps_per_epoch") is None
+                    and data.cardinality() == tf.data.UNKNOWN_CARDINALITY):
+                # A stream of unknown length (`from_files`) ends each epoch when it runs out,
+                # which Keras 3 reports as "interrupting training" on the first epoch.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+            return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, *args, callbacks=None, **kwargs):
         """`keras.Model.evaluate`, checking labels at the end (see `TrainingGuard`)."""
