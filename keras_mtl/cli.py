@@ -101,6 +101,8 @@ def train(args: argparse.Namespace) -> dict:
 def bench(args: argparse.Namespace) -> dict:
     if args.quality:
         return quality(args)
+    if args.streaming:
+        return streaming(args)
     from keras_mtl.benchmarks import report
 
     # Peak-memory figures need allocator statistics, which TensorFlow keeps on CPU only with its
@@ -145,6 +147,22 @@ def _choices(value: str, allowed, flag: str) -> list[str]:
     if unknown:
         raise SystemExit(f"{flag}: unknown {unknown}; expected some of {list(allowed)}.")
     return names
+
+
+def streaming(args: argparse.Namespace) -> dict:
+    from keras_mtl.benchmarks import report
+    from keras_mtl.benchmarks import streaming as streaming_lib
+
+    rows = [int(float(r)) for r in args.streaming.split(",")]
+    result = streaming_lib.run(rows, batch_size=args.batch_size,
+                               log=lambda line: print(line, flush=True))
+    table = streaming_lib.format_markdown(result)
+    print("\n" + table)
+    if args.markdown:
+        report.save_text(table, args.markdown)
+    if args.json:
+        report.save_json(result, args.json)
+    return result
 
 
 def quality(args: argparse.Namespace) -> dict:
@@ -259,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the candidate in a shared ROWS-row table (default 1000000), tags, a "
                         "vector, and string user/country features looked up in the input "
                         "pipeline, against the same model fed integer ids.")
+    b.add_argument("--streaming", default=None, metavar="ROWS[,ROWS]",
+                   help="Instead of throughput: stream Parquet shards of these many rows (e.g. "
+                        "1000000,10000000) through from_files; pipeline examples/s against the ew "
+                        "step's, and peak memory per row count.")
     b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     b.add_argument("--quality", action="store_true",

@@ -23,7 +23,8 @@ from keras_mtl.features.spec import (
 from keras_mtl.tasks import Task, validate_tasks
 
 
-def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
+def feature_arrays(frame: pd.DataFrame, features,
+                   converted: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """The columns of `frame` named by the spec, as arrays of the spec's dtypes and shapes.
 
     Scalar features are `[rows]`. `Sequence`/`MultiValued` columns hold a list, tuple or 1-D
@@ -32,10 +33,14 @@ def feature_arrays(frame: pd.DataFrame, features) -> dict[str, np.ndarray]:
     `Vector` columns hold `dim` finite floats per row and become float32 `[rows, dim]`. A cell that
     is not a list, an id that is not an integer, or a vector of the wrong width or with a
     non-finite value is an error naming the feature, the row (index label) and what was expected.
+    `converted`: columns already in that form, used as they are.
     """
     spec = as_feature_spec(features)
     arrays = {}
     for feature in spec:
+        if converted and feature.name in converted:  # e.g. id lists padded straight from Arrow
+            arrays[feature.name] = converted[feature.name]
+            continue
         if feature.name not in frame.columns:
             raise KeyError(
                 f"Feature {feature.name!r} ({feature.dtype}) is not a column of the DataFrame; "
