@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -21,9 +22,68 @@ from keras_mtl.benchmarks.presets import ARCHITECTURES as BACKBONES  # noqa: E40
 DATASETS = ("synthetic", "census-income")
 
 
+def parse_task(text: str):
+    """`--task NAME[:KIND][:KEY=VALUE...]`, e.g. `click`, `watch_time:regression:weight=0.5`,
+    `purchase:sample_space=click`, `purchase:esmm_parent=click` → a `Task`."""
+    from keras_mtl.tasks import Task
+
+    name, *parts = text.split(":")
+    options: dict = {}
+    for part in parts:
+        if "=" not in part:
+            options["kind"] = part
+            continue
+        key, value = part.split("=", 1)
+        try:
+            options[key] = float(value)
+        except ValueError:
+            options[key] = value
+    try:
+        return Task(name, **options)
+    except TypeError as error:
+        raise SystemExit(f"--task {text!r}: {error}") from None
+
+
+class FileData:
+    """`keras-mtl train --data ...`: the user's files as the train/validation/test splits the
+    command trains on, with the spec read from `--spec` or inferred from a sample of the train
+    files (tasks left out), and the tasks from `--task`."""
+
+    def __init__(self, args: argparse.Namespace):
+        from keras_mtl.data import list_files, read_sample
+        from keras_mtl.features import FeatureSpec
+
+        if not args.task:
+            raise SystemExit("--data needs at least one --task (the label columns to train).")
+        self.tasks = [parse_task(t) for t in args.task]
+        self.paths = {"train": args.data, "validation": args.validation_data,
+                      "test": args.test_data or args.validation_data}
+        self.rows = {split: len(list_files(p)) if p else 0 for split, p in self.paths.items()}
+        if args.spec:
+            with open(args.spec) as handle:
+                self.features = FeatureSpec.from_config(json.load(handle))
+        else:
+            sample = read_sample(args.data, max_rows=args.sample_rows, seed=args.seed)
+            self.features = FeatureSpec.infer(sample, tasks=self.tasks)
+            print(self.features.inference_report)
+        self.description = (f"files {args.data} ({self.rows['train']} file(s)); spec "
+                            f"{'from ' + args.spec if args.spec else 'inferred from a sample'}")
+        self.batch_seed = args.seed
+
+    def as_tf_dataset(self, split: str, batch_size: int, seed: int | None = None):
+        from keras_mtl.data import from_files
+
+        if not self.paths[split]:
+            return None
+        return from_files(self.paths[split], self.features, self.tasks, batch_size=batch_size,
+                          shuffle=split == "train", seed=seed)
+
+
 def load_dataset(args: argparse.Namespace):
     from keras_mtl import datasets
 
+    if args.data:
+        return FileData(args)
     if args.dataset == "synthetic":
         return datasets.make_synthetic(num_examples=args.num_examples,
                                        correlation=args.correlation, seed=args.seed)
@@ -70,8 +130,11 @@ def train(args: argparse.Namespace) -> dict:
     keras.utils.set_random_seed(args.seed)
     data = load_dataset(args)
     print(f"Data: {data.description}")
-    print(f"      {len(data.train)} train / {len(data.validation)} validation / "
-          f"{len(data.test)} test rows; tasks: {[t.name for t in data.tasks]}")
+    if isinstance(data, FileData):
+        print(f"      tasks: {[t.name for t in data.tasks]}")
+    else:
+        print(f"      {len(data.train)} train / {len(data.validation)} validation / "
+              f"{len(data.test)} test rows; tasks: {[t.name for t in data.tasks]}")
     expert_units = [int(u) for u in args.expert_units.split(",")]
     model = presets.build_model(args.model, data.features, data.tasks, expert_units=expert_units,
                                 num_experts=args.num_experts,
@@ -87,11 +150,15 @@ def train(args: argparse.Namespace) -> dict:
     model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, balancer=balancer,
               verbose=args.verbose)
     seconds = time.perf_counter() - start
-    results = model.evaluate(data.as_tf_dataset("test", batch_size=4096), return_dict=True,
-                             verbose=0)
-    rows, columns = per_task_rows(results, [t.name for t in data.tasks])
-    print(f"\nTest split ({len(data.test)} rows), after {args.epochs} epochs in {seconds:.0f}s:")
-    print(format_table(rows, columns))
+    test_ds = data.as_tf_dataset("test", batch_size=4096)
+    results = {}
+    if test_ds is not None:
+        results = model.evaluate(test_ds, return_dict=True, verbose=0)
+        rows, columns = per_task_rows(results, [t.name for t in data.tasks])
+        held_out = ("--test-data" if getattr(args, "test_data", None) else "--validation-data"
+                    ) if isinstance(data, FileData) else f"Test split ({len(data.test)} rows)"
+        print(f"\n{held_out}, after {args.epochs} epochs in {seconds:.0f}s:")
+        print(format_table(rows, columns))
     if args.save:
         model.save(args.save)
         print(f"\nSaved to {args.save}")
@@ -191,8 +258,6 @@ def quality(args: argparse.Namespace) -> dict:
 
 
 def export(args: argparse.Namespace) -> str:
-    import json
-
     import keras_mtl  # registers the classes the .keras file names
     from keras_mtl import serving
 
@@ -234,6 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="synthetic")
     p.add_argument("--data-path", default=None,
                    help="Local data file/folder (census-income); default: download.")
+    p.add_argument("--data", default=None, metavar="FILES",
+                   help="Train on your own Parquet/CSV/TFRecord files instead of --dataset: a "
+                        "path, glob ('logs/*.parquet') or folder, streamed (keras_mtl.data."
+                        "from_files). Needs --task; the spec is --spec or inferred.")
+    p.add_argument("--task", action="append", metavar="NAME[:KIND][:KEY=VALUE]",
+                   help="With --data, a label column to train (repeatable): click, "
+                        "watch_time:regression, purchase:sample_space=click, "
+                        "purchase:esmm_parent=click, ctr:weight=0.5.")
+    p.add_argument("--validation-data", default=None, metavar="FILES",
+                   help="With --data: validation files (evaluated each epoch, and at the end "
+                        "unless --test-data).")
+    p.add_argument("--test-data", default=None, metavar="FILES", help="With --data: test files.")
+    p.add_argument("--spec", default=None, metavar="SPEC.json",
+                   help="With --data: a FeatureSpec config (FeatureSpec.get_config() as JSON); "
+                        "default: inferred from a sample of the train files.")
+    p.add_argument("--sample-rows", type=int, default=200_000,
+                   help="With --data and no --spec: rows sampled (one pass) to infer the spec.")
     p.add_argument("--model", choices=BACKBONES, default="ple")
     p.add_argument("--balancer", default="ew", help="A balancer name (see keras_mtl.balancers).")
     p.add_argument("--balancer-args", default=None,
@@ -318,8 +400,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _balancer_args(text: str | None) -> dict:
     if not text:
         return {}
-    import json
-
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as error:

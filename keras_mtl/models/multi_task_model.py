@@ -7,6 +7,7 @@ commit the balancer's state → metrics; the losses are `models.losses`, the gua
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections.abc import Sequence
@@ -463,12 +464,8 @@ class MultiTaskModel(keras.Model):
         if isinstance(data, tf.data.Dataset):
             # Keras warns that shuffle=True (its default) is ignored for datasets: it is.
             kwargs.setdefault("shuffle", False)
-        with warnings.catch_warnings():
-            if (isinstance(data, tf.data.Dataset) and kwargs.get("steps_per_epoch") is None
-                    and data.cardinality() == tf.data.UNKNOWN_CARDINALITY):
-                # A stream of unknown length (`from_files`) ends each epoch when it runs out,
-                # which Keras 3 reports as "interrupting training" on the first epoch.
-                warnings.filterwarnings("ignore", message="Your input ran out of data")
+        with _streams_end_quietly(data, kwargs.get("validation_data"),
+                                  steps=kwargs.get("steps_per_epoch")):
             return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, *args, callbacks=None, **kwargs):
@@ -476,7 +473,8 @@ class MultiTaskModel(keras.Model):
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation has it
             callbacks = [TrainingGuard(), *(callbacks or [])]
         args, kwargs = self._pipeline(args, kwargs)
-        return super().evaluate(*args, callbacks=callbacks, **kwargs)
+        with _streams_end_quietly(args[0] if args else kwargs.get("x"), steps=kwargs.get("steps")):
+            return super().evaluate(*args, callbacks=callbacks, **kwargs)
 
     def get_config(self):
         return {
@@ -495,6 +493,18 @@ class MultiTaskModel(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
+
+
+@contextlib.contextmanager
+def _streams_end_quietly(*datasets, steps=None):
+    """A stream of unknown length (`keras_mtl.data.from_files`) ends each epoch when it runs out,
+    which Keras 3 reports as "Your input ran out of data; interrupting training": not so here."""
+    with warnings.catch_warnings():
+        if steps is None and any(isinstance(d, tf.data.Dataset)
+                                 and d.cardinality() == tf.data.UNKNOWN_CARDINALITY
+                                 for d in datasets):
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def _for_keras_reduction(logs: dict) -> dict:

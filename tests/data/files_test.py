@@ -167,3 +167,26 @@ def test_a_sample_for_adapt_is_uniform_and_bounded(tmp_path):
     spec = km.FeatureSpec.infer(sample)
     assert isinstance(spec["s"], km.Categorical)
     assert list_files(str(tmp_path)) == sorted(str(p) for p in tmp_path.glob("*.parquet"))
+
+
+def test_cli_trains_on_your_files_and_exports(tmp_path, capsys):
+    from keras_mtl.cli import main
+
+    df = frame(96, seed=3).drop(columns=["vec"])
+    df["user_id"] = [f"u{i % 9}" for i in range(96)]
+    write_shards(df.iloc[:64], tmp_path / "train", "parquet", shards=2)
+    write_shards(df.iloc[64:], tmp_path / "val", "parquet", shards=1)
+    model_path = str(tmp_path / "model.keras")
+    assert main(["train", "--data", str(tmp_path / "train" / "*.parquet"), "--task", "click",
+                 "--task", "buy:sample_space=click", "--validation-data", str(tmp_path / "val"),
+                 "--model", "mmoe", "--epochs", "1", "--batch-size", "16", "--verbose", "0",
+                 "--save", model_path]) is not None
+    out = capsys.readouterr().out
+    assert "user_id" in out and "inferred" in out  # the inference report, printed
+    assert "--validation-data, after 1 epochs" in out and "buy" in out
+    model = km.load_model(model_path)
+    assert [t.name for t in model.tasks] == ["click", "buy"]
+    assert model.tasks[1].sample_space == "click"
+    assert isinstance(model.spec["hist"], km.MultiValued)  # a list column, recognised
+    assert main(["export", model_path, str(tmp_path / "served")]) == 0
+    assert os.path.exists(tmp_path / "served" / "1" / "saved_model.pb")
