@@ -163,11 +163,14 @@ def _float_column(column: pd.Series, what: str, finite: bool = False) -> np.ndar
     the cast would turn them into inf): one of them makes its whole batch's loss non-finite, and the
     step is skipped every epoch.
     """
-    numeric = pd.to_numeric(column, errors="coerce")
-    bad = column[numeric.isna() & column.notna()]
-    if len(bad):
-        raise ValueError(f"{what} has non-numeric value {bad.iloc[0]!r} (row {bad.index[0]!r}).")
-    values = numeric.to_numpy(dtype=np.float64)
+    if column.dtype.kind in "fiub":  # already numbers (NaN: missing): nothing to parse
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        numeric = pd.to_numeric(column, errors="coerce")
+        bad = column[numeric.isna() & column.notna()]
+        if len(bad):
+            raise ValueError(f"{what} has non-numeric value {bad.iloc[0]!r} (row {bad.index[0]!r}).")
+        values = numeric.to_numpy(dtype=np.float64)
     if finite:
         check_numeric_values(what, values, column.index)
     return values.astype(np.float32)

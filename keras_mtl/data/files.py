@@ -68,17 +68,20 @@ def file_format(path: str) -> str:
 
 
 def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 8192,
-                format: str | None = None, id_lists: dict[str, int] | None = None
-                ) -> Iterator[pd.DataFrame]:
+                format: str | None = None) -> Iterator[pd.DataFrame]:
     """`columns` of a Parquet or CSV file as DataFrames of at most `chunk_rows` rows, whose index
-    is each row's number in the file (0-based, header excluded).
+    is each row's number in the file (0-based, header excluded)."""
+    for frame, _ in _chunks(path, columns, chunk_rows, format, {}):
+        yield frame
 
-    `id_lists` (`{column: max_length}`): integer-list columns to hand over already padded, as
-    int64 `[rows, max_length]` arrays in the frame's `attrs["id_lists"]` instead of as columns of
-    cells (vectorised from Arrow's offsets; 5× faster than converting cell by cell)."""
+
+def _chunks(path: str, columns: Sequence[str], chunk_rows: int, format: str | None,
+            id_lists: dict[str, int]) -> Iterator[tuple[pd.DataFrame, dict]]:
+    """`read_chunks`, with the integer-list columns named in `id_lists` (`{column: max_length}`)
+    handed over beside the frame, already padded as int64 `[rows, max_length]` (vectorised from
+    Arrow's offsets: 5× faster than converting cell by cell)."""
     import pyarrow as pa
 
-    id_lists = id_lists or {}
     for batch, start in _record_batches(path, columns, chunk_rows, format):
         padded = {}
         for name, max_length in id_lists.items():
@@ -88,8 +91,7 @@ def read_chunks(path: str, columns: Sequence[str], chunk_rows: int = 8192,
                 batch = batch.drop_columns([name])
         frame = pa.Table.from_batches([batch]).to_pandas()
         frame.index = pd.RangeIndex(start, start + len(frame))
-        frame.attrs["id_lists"] = padded
-        yield frame
+        yield frame, padded
 
 
 def padded_id_lists(column, max_length: int) -> np.ndarray | None:
@@ -226,8 +228,9 @@ def from_files(
             unless `format` says.
         features, tasks: as for `from_dataframe`; every feature and task is a column (a
             `tf.train.Example` key); missing labels are NaN (TFRecord: an absent key).
-        shuffle: shuffle the file order each epoch and the rows through a buffer of
-            `shuffle_buffer` rows (memory: that many rows), both with `seed`.
+        shuffle: shuffle the file order each epoch, and the rows: permuted within each chunk,
+            then in blocks of up to `SHUFFLE_BLOCK_ROWS` through a buffer of `shuffle_buffer`
+            rows (memory: that many rows); all drawn from `seed`, new each epoch.
         chunk_rows: rows read, checked and looked up at a time per file.
         num_parallel_reads: files read side by side.
         sample_weight: a column of row weights, as in `from_dataframe`.
@@ -262,11 +265,31 @@ def from_files(
     if lookups:
         chunks = with_lookups(chunks, LookupStage(spec))
     if shuffle:
-        rows = chunks.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = rows.batch(batch_size)
+        # Rows are shuffled in blocks, not one by one (unbatch → shuffle → batch ran at a quarter
+        # of the unshuffled pipeline's speed): each chunk's rows are permuted, cut into blocks of
+        # `block` rows, and the blocks pass a buffer of `shuffle_buffer` rows; a batch then
+        # gathers batch_size / block blocks drawn from across the buffer's chunks and files.
+        block = max(1, min(SHUFFLE_BLOCK_ROWS, batch_size // 4))
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        chunks = tf.data.Dataset.zip((chunks, keys)).map(
+            _permuted, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        blocks = chunks.rebatch(block).shuffle(max(1, shuffle_buffer // block), seed=seed,
+                                               reshuffle_each_iteration=True)
+        dataset = blocks.rebatch(batch_size)
     else:
         dataset = chunks.rebatch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# The most rows a shuffle block holds (see `from_files`): a batch of 2,048 gathers 16 blocks.
+SHUFFLE_BLOCK_ROWS = 128
+
+
+def _permuted(element: tuple, key: tf.Tensor) -> tuple:
+    """A chunk's rows in a random order drawn from `key` (a new key per chunk and epoch)."""
+    rows = tf.shape(tf.nest.flatten(element)[0])[0]
+    order = tf.argsort(tf.random.stateless_uniform([rows], seed=tf.stack([key, 0])))
+    return tf.nest.map_structure(lambda column: tf.gather(column, order), element)
 
 
 def _signature(spec: FeatureSpec, tasks: Sequence[Task], sample_weight: str | None) -> tuple:
@@ -284,9 +307,9 @@ def _table_reader(spec, tasks, sample_weight, chunk_rows, kind):
 
     def chunks(path):
         path = path.decode() if isinstance(path, bytes) else str(path)
-        for frame in read_chunks(path, columns, chunk_rows, kind, id_lists):
+        for frame, padded in _chunks(path, columns, chunk_rows, kind, id_lists):
             try:
-                features = feature_arrays(frame, spec, frame.attrs["id_lists"])
+                features = feature_arrays(frame, spec, padded)
                 labels = label_arrays(frame, tasks, warn_unlabelled=False)
             except (ValueError, KeyError, TypeError) as error:
                 raise type(error)(f"{path}: {error}") from None
