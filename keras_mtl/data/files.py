@@ -180,7 +180,13 @@ def read_sample(paths: str | Sequence[str], max_rows: int = 100_000, seed: int =
             _, last = np.unique(slots[take][::-1], return_index=True)
             take = take[::-1][last]
             for column, values in arrays.items():
-                kept[column][slots[take]] = values[take]
+                chosen = values[take]
+                if chosen.dtype == object:
+                    # A list cell is a view into its chunk's Arrow buffer: keeping it would keep
+                    # the whole chunk alive, and memory would grow with the files' size.
+                    chosen = np.asarray([np.array(v) if isinstance(v, np.ndarray) else v
+                                         for v in chosen] + [None], dtype=object)[:-1]
+                kept[column][slots[take]] = chosen
     if kept is None or size == 0:
         raise ValueError(f"{paths!r} holds no rows.")
     return pd.DataFrame({c: v[:size] for c, v in kept.items()})
