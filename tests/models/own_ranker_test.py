@@ -44,6 +44,8 @@ def test_own_ranker_trains_with_xla_exports_and_serves_the_same(balancer, tmp_pa
     assert model.jit_compile is True  # the string feature's lookup ran in the pipeline
     assert history["skipped_steps"] == [0.0, 0.0] and np.isfinite(history["loss"]).all()
     assert all(not np.allclose(b, np.asarray(v)) for b, v in zip(before, trunk, strict=True))
+    if balancer != "multibalance":  # one export and fresh process is enough for the suite
+        return
 
     path = serving.export(model, str(tmp_path / "ranker"))
     rows = ranker_frame(8, seed=2).drop(columns=["click", "like"])
