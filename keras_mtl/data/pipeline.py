@@ -27,17 +27,15 @@ from keras_mtl.tasks import Task
 
 
 def with_lookups(data, stage: LookupStage):
-    """`data` (a dataset, a dict of feature arrays, or a tuple `(x, y[, w])` of them) with the
-    stage's lookups applied to its features; other inputs unchanged."""
+    """`data` (a dataset, a dict of feature arrays, or a tuple `(x, y[, w])` whose `x` is one)
+    with the stage's lookups applied to its features; other inputs unchanged (DataFrames are
+    `plain_inputs`' and `validation_inputs`')."""
     if isinstance(data, tf.data.Dataset):
         return _mapped(data, stage)
     if isinstance(data, Mapping):
         return stage(data) if stage.pending(data) else data
-    if isinstance(data, tuple | list) and data and isinstance(data[0], Mapping | pd.DataFrame):
-        features = data[0]
-        if isinstance(features, pd.DataFrame):
-            features = feature_arrays(features, stage.spec)
-        return (with_lookups(features, stage), *data[1:])
+    if isinstance(data, tuple | list) and data and isinstance(data[0], Mapping):
+        return (with_lookups(data[0], stage), *data[1:])
     return data
 
 
@@ -57,10 +55,14 @@ def _mapped(dataset: tf.data.Dataset, stage: LookupStage) -> tf.data.Dataset:
 
 
 def validation_inputs(data, stage: LookupStage, tasks: Sequence[Task]):
-    """`fit(validation_data=...)`: a DataFrame becomes `(features, labels)` (its task columns),
-    and lookups move out of the step as for the training data."""
+    """`fit(validation_data=...)`: a DataFrame becomes `(features, labels)` (its task columns), a
+    `(DataFrame, y[, w])` tuple its features, and lookups move out of the step as for the
+    training data."""
     if isinstance(data, pd.DataFrame):
         return plain_inputs(data, None, stage, tasks)
+    if isinstance(data, tuple | list) and data and isinstance(data[0], pd.DataFrame):
+        x, y = plain_inputs(data[0], data[1] if len(data) > 1 else None, stage, tasks)
+        return (x, y, *data[2:])
     return with_lookups(data, stage)
 
 

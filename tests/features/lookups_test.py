@@ -90,6 +90,10 @@ def test_string_features_train_under_xla():
     assert np.isfinite(logs["loss"])
     history = model.fit(frame, validation_data=frame, batch_size=16, epochs=1, verbose=0).history
     assert np.isfinite(history["val_loss"][-1]) and np.isfinite(history["loss"][-1])
+    labels = {k: v.numpy() for k, v in y.items()}
+    history = model.fit(frame, validation_data=(frame, labels), batch_size=16, epochs=1,
+                        verbose=0).history
+    assert np.isfinite(history["val_loss"][-1])
     assert model.train_on_batch(x, y, return_dict=True)["loss"] > 0
 
 
