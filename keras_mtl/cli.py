@@ -23,8 +23,9 @@ DATASETS = ("synthetic", "census-income")
 
 
 def parse_task(text: str):
-    """`--task NAME[:KIND][:KEY=VALUE...]`, e.g. `click`, `watch_time:regression:weight=0.5`,
-    `purchase:sample_space=click`, `purchase:esmm_parent=click` → a `Task`."""
+    """`--task NAME[:KIND][:KEY=VALUE...]`, e.g. `click:pos_weight=4`, `watch_time:watch_time`,
+    `rating:multiclass:num_classes=5`, `purchase:sample_space=click`,
+    `purchase:esmm_parent=click` → a `Task` (any `Task` option as KEY=VALUE)."""
     from keras_mtl.tasks import Task
 
     name, *parts = text.split(":")
@@ -34,13 +35,15 @@ def parse_task(text: str):
             options["kind"] = part
             continue
         key, value = part.split("=", 1)
-        try:
-            options[key] = float(value)
-        except ValueError:
-            options[key] = value
+        for parse in (int, float, str):  # num_classes=5 is an int, pos_weight=5 works as one too
+            try:
+                options[key] = parse(value)
+                break
+            except ValueError:
+                continue
     try:
         return Task(name, **options)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"--task {text!r}: {error}") from None
 
 
@@ -370,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Census-Income, the synthetic correlation sweep and the funnel, over "
                         "seeds (about 35 minutes on 2 cores; --quick: a few minutes).")
     b.add_argument("--experiments", default=None,
-                   help="--quality: comma-separated subset of census,synthetic,funnel,movielens "
+                   help="--quality: comma-separated subset of census,synthetic,funnel,movielens,"
+                        "watch-time "
                         "(default: the first three, and movielens with --movielens-path).")
     b.add_argument("--seeds", type=int, default=None, help="--quality: seeds per row (default 5).")
     b.add_argument("--jobs", type=int, default=2,

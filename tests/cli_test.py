@@ -133,3 +133,14 @@ def test_help_lists_the_commands_and_flags(argv, capsys):
     assert "keras-mtl" in out
     if argv[0] == "bench":
         assert "--quality" in out and "ple,cgc,mmoe,shared-bottom" in out
+
+
+def test_task_options_from_the_command_line():
+    from keras_mtl.cli import parse_task
+
+    rating = parse_task("rating:multiclass:num_classes=5")
+    assert rating.kind == "multiclass" and rating.num_classes == 5
+    assert parse_task("click:pos_weight=4").pos_weight == 4
+    assert parse_task("relevance:regression:loss=listmle:group=request").group == "request"
+    with pytest.raises(SystemExit, match="pos_weight applies to binary"):
+        parse_task("watch:regression:pos_weight=2")

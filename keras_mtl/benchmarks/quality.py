@@ -13,6 +13,11 @@ Three experiments, each a table of mean ± std over seeds on held-out data:
    cosine p ∈ {0.5, 0.9, 1.0}; Shared-Bottom vs MMoE vs PLE, test MSE per task.
 3. **Funnel** (impression → click → purchase, purchases observed only after a click): PLE with the
    purchase task on its sample space (clicked rows), balancers side by side, plus ESMM.
+4. **Watch time** (`watch-time`, not in the default set): the funnel plus seconds watched after a
+   click; PLE + ew without a watch-time task, then with one trained as weighted logistic
+   regression and as squared error (each on seconds and with `label_scale`), and on
+   log1p(seconds): what each does to the click and purchase AUC, and how well each predicts the
+   expected watch time.
 
 Every row gets the same budget: a fixed number of epochs, and a learning rate picked from the same
 small grid by the mean validation metric of its first seed; the other seeds then train at that
@@ -82,6 +87,7 @@ DEFAULT_BUDGETS = {
     # and the lower grid that its rows picked (1e-3 for 10 of 14 rows last time).
     "funnel": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
     "movielens": Budget(epochs=3, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
+    "watch-time": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
 }
 QUICK_BUDGETS = {
     "census": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
@@ -92,10 +98,25 @@ QUICK_BUDGETS = {
                      max_train_rows=4000),
     "movielens": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
                         max_train_rows=4000),
+    "watch-time": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
+                         max_train_rows=4000),
 }
 DEFAULT_EXPERIMENTS = ("census", "synthetic", "funnel")
-# MovieLens needs GroupLens' files on disk (`movielens_path`): not in the default set.
-EXPERIMENTS = (*DEFAULT_EXPERIMENTS, "movielens")
+# MovieLens needs GroupLens' files on disk (`movielens_path`); the watch-time study answers one
+# question about task kinds rather than which model to pick: neither is in the default set.
+EXPERIMENTS = (*DEFAULT_EXPERIMENTS, "movielens", "watch-time")
+# The watch-time experiment's rows: how the watch-time task is declared (None: no such task);
+# `label_scale="watched mean"` is the training rows' mean seconds where watched.
+WATCH_TIME_TASKS = {
+    "no watch-time task": None,
+    "weighted logistic, seconds": {"kind": "watch_time"},
+    "weighted logistic, label_scale = mean watched seconds": {
+        "kind": "watch_time", "label_scale": "watched mean"},
+    "MSE on raw seconds": {"kind": "regression"},
+    "MSE, label_scale = mean watched seconds": {
+        "kind": "regression", "label_scale": "watched mean"},
+    "MSE on log1p(seconds)": {"kind": "regression", "label_transform": "log1p"},
+}
 # The history experiment: the user's last 50 rated movies, DIN-attended against the candidate.
 MOVIELENS_HISTORY = 50
 
@@ -337,6 +358,46 @@ def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
                     "observed) for every row, ESMM's included."}
 
 
+def watch_time(budget: Budget, log: Callable[[str], None] = print) -> dict:
+    """Experiment 4 (see the module docstring): PLE + ew on the funnel with each declaration of
+    the watch-time task in `WATCH_TIME_TASKS`; test AUCs, and the watch-time RMSE (seconds) and
+    PCOC (predicted / observed total seconds) of the expected watch time, where there is a task."""
+    from keras_mtl import datasets
+    from keras_mtl.tasks import Task
+
+    data = datasets.make_funnel(seed=0, watch_time=True)
+    if budget.max_train_rows:
+        data = data.head(budget.max_train_rows)
+    funnel_tasks = [t for t in data.tasks if t.name != "watch_time"]
+    seconds = data.train["watch_time"]
+    watched_mean = float(seconds[seconds > 0].mean())
+    results = []
+    for label, declaration in WATCH_TIME_TASKS.items():
+        tasks = list(funnel_tasks)
+        if declaration is not None:
+            declaration = {k: watched_mean if v == "watched mean" else v
+                           for k, v in declaration.items()}
+            tasks.append(Task("watch_time", metrics=["rmse", "pcoc"], **declaration))
+        reported = ["watch_time_rmse", "watch_time_pcoc"] if declaration is not None else []
+        out = _run_row(lambda tasks=tasks: _Row(_model_builder(data, tasks, "ple"), "ew",
+                                                jit_compile=False),
+                       data, tasks, budget, "auc", higher_is_better=True,
+                       keys=["click_auc", "purchase_auc"], reported=reported)
+        results.append({"row": label, "learning_rate": out["learning_rate"],
+                        "seconds": out["seconds"],
+                        **{k: _summary(v) for k, v in out["values"].items()}})
+        log(_progress(results[-1], ["click", "purchase"]))
+    base = results[0]
+    for result in results:
+        for name in ("click", "purchase"):
+            result[f"{name}_gain"] = result[f"{name}_auc"]["mean"] - base[f"{name}_auc"]["mean"]
+    test = data.test
+    return {"data": data.description, "budget": dataclasses.asdict(budget), "rows": results,
+            "mean_seconds": float(test["watch_time"].mean()), "watched_mean": watched_mean,
+            "oracle_rmse": float(((test["true_watch_time"] - test["watch_time"]) ** 2).mean()
+                                 ** 0.5)}
+
+
 def movielens(path: str | None, budget: Budget, variant: str = "100k", jit_compile: bool = True,
               log: Callable[[str], None] = print) -> dict:
     """Experiment 4: what a user history adds. PLE + ew on MovieLens (rating, liked), once
@@ -424,6 +485,10 @@ def run(experiments: Sequence[str] = DEFAULT_EXPERIMENTS, quick: bool = False,
         result["movielens"] = movielens(movielens_path, budgets["movielens"],
                                         jit_compile=not quick, log=log)  # as for synthetic
         result["movielens"]["seconds"] = time.perf_counter() - began
+    if "watch-time" in experiments:
+        began = time.perf_counter()
+        result["watch-time"] = watch_time(budgets["watch-time"], log=log)
+        result["watch-time"]["seconds"] = time.perf_counter() - began
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -523,5 +588,25 @@ def format_markdown(result: dict) -> str:
         for r in m["rows"]:
             out.append(f"| {r['row']} | {_cell(r['liked_auc'])} | {_cell(r['rating_rmse'])} | "
                        f"{_gain(r['liked_auc_gain'])} | {_rate(r['learning_rate'])} |")
+        out.append("")
+    if "watch-time" in result:
+        w = result["watch-time"]
+        b = w["budget"]
+        out += [f"### Watch time beside the funnel: test metrics, mean ± std over {b['seeds']} "
+                f"seeds ({_minutes(w)})", "",
+                f"{w['data']}. PLE + ew, {b['epochs']} epochs, batch {b['batch_size']}, learning "
+                f"rate picked from {_rate(list(b['learning_rates']))} per row on mean validation "
+                f"AUC. Watch time: RMSE in seconds of the predicted expected watch time (test "
+                f"mean {w['mean_seconds']:.1f} s; the generator's own expectation scores "
+                f"{w['oracle_rmse']:.1f}) and PCOC, predicted over observed total seconds. Mean "
+                f"watched seconds in training: {w['watched_mean']:.1f}.", "",
+                "| model | click AUC | purchase AUC | click gain | purchase gain | watch-time "
+                "RMSE | watch-time PCOC | lr |", "|---|---|---|---|---|---|---|---|"]
+        for r in w["rows"]:
+            rmse = _cell(r["watch_time_rmse"]) if "watch_time_rmse" in r else "-"
+            pcoc = _cell(r["watch_time_pcoc"]) if "watch_time_pcoc" in r else "-"
+            out.append(f"| {r['row']} | {_cell(r['click_auc'])} | {_cell(r['purchase_auc'])} | "
+                       f"{_gain(r['click_gain'])} | {_gain(r['purchase_gain'])} | {rmse} | "
+                       f"{pcoc} | {_rate(r['learning_rate'])} |")
         out.append("")
     return "\n".join(out)

@@ -160,7 +160,8 @@ def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
     def plain(x, y):
         with tf.GradientTape() as tape:
             logits = model.forward(x, training=True).logits
-            total = tf.reduce_sum(tf.stack(model.task_loss_function(y, logits).weighted))
+            terms = model.task_loss_function(y, logits, features=x)
+            total = tf.reduce_sum(tf.stack(terms.weighted))
         model.optimizer.apply(dense(tape.gradient(total, variables), variables), variables)
         return total
 
@@ -172,7 +173,7 @@ def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
             tape.watch(leaves)
             # One scalar per task, each from its own task's terms only: differentiating one
             # touches that task's head alone (not all K with zero gradients).
-            losses = list(model.task_loss_function(y, forward.logits).weighted)
+            losses = list(model.task_loss_function(y, forward.logits, features=x).weighted)
             total = tf.add_n(losses)
         summed_cut, summed_trunk = None, None
         for loss in losses:

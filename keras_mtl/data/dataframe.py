@@ -20,7 +20,7 @@ from keras_mtl.features.spec import (
     check_numeric_values,
     string_values,
 )
-from keras_mtl.tasks import Task, validate_tasks
+from keras_mtl.tasks import Task, kinds, validate_tasks
 
 
 def feature_arrays(frame: pd.DataFrame, features,
@@ -86,14 +86,14 @@ def label_arrays(frame: pd.DataFrame, tasks: Sequence[Task],
                 "missing): it contributes nothing to training on these data.",
                 UserWarning, stacklevel=3,
             )
-        if task.kind == "binary":
-            invalid = present & ~np.isin(values, (0.0, 1.0))
-            if invalid.any():
-                row = frame.index[np.argmax(invalid)]
-                raise ValueError(
-                    f"Binary task {task.name!r} has label {float(values[invalid][0])!r} at row {row!r}; "
-                    "expected 0 or 1 (NaN marks a missing label)."
-                )
+        invalid = kinds.invalid_labels(task, tf.constant(values), tf.constant(present)).numpy()
+        if invalid.any():
+            row = frame.index[np.argmax(invalid)]
+            raise ValueError(
+                f"{task.kind.capitalize()} task {task.name!r} has label "
+                f"{float(values[invalid][0])!r} at row {row!r}; expected "
+                f"{kinds.label_expectation(task)} (NaN marks a missing label)."
+            )
         arrays[task.name] = values
     return arrays
 

@@ -24,6 +24,7 @@ def make_funnel(
     purchase_rate: float = 0.15,
     relatedness: float = 0.5,
     esmm: bool = False,
+    watch_time: bool = False,
     seed: int = 0,
     fractions=(0.8, 0.1, 0.1),
 ) -> MultiTaskDataset:
@@ -43,9 +44,15 @@ def make_funnel(
     Each row also carries the true probabilities (`true_click`, `true_purchase`, and
     `true_ctcvr` = their product) so a tutorial can compare a model with the oracle.
 
+    `watch_time=True` adds seconds watched after a click (0 without one): log-normal with
+    `log T = 3.5 + u·v'' + 0.7·ε` for item factors `v''` of relatedness 0.5 to `v`, and
+    `true_watch_time`, its expectation `P(click)·E[T | click]`. Drawn from its own random stream,
+    so the other columns are the same with or without it.
+
     Tasks: `click` (binary) and `purchase` (binary) whose sample space is the clicked rows; with
     `esmm=True` the purchase task is trained ESMM-style over every impression instead
-    (`Task(esmm_parent="click")`). Features: `user_id`, `item_id` (integer ids), `category`
+    (`Task(esmm_parent="click")`); with `watch_time=True` also `watch_time` (kind `watch_time`,
+    Covington et al.'s weighted logistic regression). Features: `user_id`, `item_id` (integer ids), `category`
     (string), `price` (log1p-normalised), `hour` (0-23) and `position` (1-10).
     """
     if not 0 < click_rate < 1 or not 0 < purchase_rate < 1:
@@ -87,6 +94,14 @@ def make_funnel(
         "true_click": p_click.astype(np.float32), "true_purchase": p_purchase.astype(np.float32),
         "true_ctcvr": (p_click * p_purchase).astype(np.float32),
     })
+    if watch_time:
+        watch_rng = np.random.default_rng([seed, 1])
+        items_watch = (0.5 * items + np.sqrt(0.75)
+                       * watch_rng.normal(scale=np.sqrt(scale), size=(num_items, factor_dim)))
+        log_mean = 3.5 + np.einsum("nd,nd->n", users[user], items_watch[item])
+        seconds = np.exp(log_mean + 0.7 * watch_rng.normal(size=num_examples))
+        frame["watch_time"] = np.where(click > 0, seconds, 0.0).astype(np.float32)
+        frame["true_watch_time"] = (p_click * np.exp(log_mean + 0.5 * 0.7 ** 2)).astype(np.float32)
     train, validation, test = split_frame(frame, fractions, seed)
     features = FeatureSpec([
         IntegerId("user_id", num_ids=num_users, embedding_dim=16),
@@ -100,7 +115,8 @@ def make_funnel(
                      else Task("purchase", sample_space="click"))
     return MultiTaskDataset(
         name="funnel", train=train, validation=validation, test=test, features=features,
-        tasks=[Task("click"), purchase_task],
+        tasks=[Task("click"), purchase_task,
+               *([Task("watch_time", kind="watch_time")] if watch_time else [])],
         description=(f"Synthetic impression→click→purchase funnel, {num_examples} impressions, "
                      f"CTR≈{click_rate}, CVR≈{purchase_rate}, relatedness {relatedness}, "
                      f"seed={seed}"),

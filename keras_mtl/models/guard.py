@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.tasks import kinds
+
 # Why a step was skipped, in the order the step checks (a step is counted under the first).
 SKIP_REASONS = ("nonfinite_loss", "nonfinite_gradient", "nonfinite_balancer_state")
 _REASON_WORDS = {"nonfinite_loss": "non-finite loss", "nonfinite_gradient": "non-finite gradient",
@@ -177,11 +179,11 @@ def check_labels(tasks, report: dict, where: str) -> None:
     """ValueError for labels outside a task's range; a warning for ESMM violations."""
     bad = [(t, int(n)) for t, n in zip(tasks, report["invalid_labels"], strict=True) if n > 0]
     if bad:
-        described = "; ".join(f"task {t.name!r} ({t.kind}): {n} label(s) outside {{0, 1}}"
-                              for t, n in bad)
+        described = "; ".join(f"task {t.name!r} ({t.kind}): {n} label(s) that are not "
+                              f"{kinds.label_expectation(t)}" for t, n in bad)
         raise ValueError(
-            f"Invalid labels in {where}: {described}. A binary task's labels must be 0 or 1; "
-            "mark a missing label with NaN (or the task's missing_value), not another number."
+            f"Invalid labels in {where}: {described}. Mark a missing label with NaN (or the "
+            "task's missing_value), not another number."
         )
     for task, count in zip(tasks, report["esmm_violations"], strict=True):
         if count > 0:

@@ -7,8 +7,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from keras_mtl.features.lookups import row_key
 from keras_mtl.gradients.distribution import replica_context
-from keras_mtl.tasks import Task
+from keras_mtl.tasks import Task, kinds
+from keras_mtl.tasks.ranking import ranking_loss
 
 
 class TaskLosses(NamedTuple):
@@ -37,7 +39,8 @@ class TaskLosses(NamedTuple):
 
 
 class TaskLossFunction:
-    """The tasks' losses from labels and logits (one logit per row and task)."""
+    """The tasks' losses from labels and logits (`[batch]` per task, `[batch, outputs]` for a kind
+    with several outputs). `features` are needed only by ranking losses (their groups)."""
 
     def __init__(self, tasks: Sequence[Task]):
         self.tasks = list(tasks)
@@ -69,7 +72,8 @@ class TaskLossFunction:
             labels[task.name] = value
         return labels
 
-    def __call__(self, y, logits: Sequence[tf.Tensor], sample_weight=None) -> TaskLosses:
+    def __call__(self, y, logits: Sequence[tf.Tensor], sample_weight=None,
+                 features=None) -> TaskLosses:
         labels = self.labels(y)
         present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
         clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
@@ -89,11 +93,18 @@ class TaskLossFunction:
                 per_example = esmm_cross_entropy(
                     tf.where(clicked, clean[task.name], 0.0),
                     logits[self.names.index(parent)], logit)
-            else:
+            elif task.ranking_loss is None:
                 per_example = task.per_example_loss(clean[task.name], logit)
             weight = tf.cast(mask, tf.float32)
             if row_weight is not None:
                 weight *= row_weight
+            if task.ranking_loss is not None:  # a mean over the batch's groups, not its rows
+                total, count = ranking_loss(task.ranking_loss, clean[task.name], logit,
+                                            group_values(task, features), weight)
+                totals.append(total)
+                counts.append(count)
+                weights.append(weight)
+                continue
             # where(), not a product: a masked row's loss may be inf/NaN and 0·inf is NaN.
             per_example = tf.where(mask, per_example, 0.0)
             totals.append(tf.reduce_sum(weight * per_example))
@@ -138,7 +149,8 @@ class TaskLossFunction:
         """`([K] labels the task cannot mean, [K] ESMM rows labelled 1 under a parent 0)`.
 
         Binary tasks take 0 or 1, NaN or the task's `missing_value` for a missing label; anything
-        else (2, −1, ±inf) is counted. An ESMM task labelled 1 on a row whose parent is 0 (a
+        else (2, −1, ±inf) is counted; other kinds as `kinds.invalid_labels` says (a class index
+        in range, an amount >= 0). An ESMM task labelled 1 on a row whose parent is 0 (a
         conversion without a click) is counted separately: the ESMM loss trains that row as a
         negative. Counted rather than asserted because XLA drops `tf.debugging.Assert`."""
         labels = self.labels(y)
@@ -146,11 +158,8 @@ class TaskLossFunction:
         invalid, violations = [], []
         for task in self.tasks:
             value, here = labels[task.name], present[task.name]
-            if task.kind == "binary":
-                bad = here & tf.not_equal(value, 0.0) & tf.not_equal(value, 1.0)
-                invalid.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
-            else:  # non-finite regression labels already skip the step (non-finite loss)
-                invalid.append(tf.constant(0.0))
+            bad = kinds.invalid_labels(task, value, here)
+            invalid.append(tf.reduce_sum(tf.cast(bad, tf.float32)))
             if task.esmm_parent is not None:
                 parent = labels[task.esmm_parent]
                 bad = here & present[task.esmm_parent] & tf.equal(value, 1.0) & tf.equal(parent, 0.0)
@@ -165,3 +174,16 @@ def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:
     log_p = -tf.nn.softplus(-parent_logits) - tf.nn.softplus(-logits)  # log σ(a) + log σ(b)
     log_not_p = tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-7)))  # log(1 − p)
     return -(labels * log_p + (1.0 - labels) * log_not_p)
+
+
+def group_values(task: Task, features) -> tf.Tensor:
+    """The values of a ranking task's group feature (its table rows when the input pipeline
+    looked it up: equal values share a row, so they group the same way)."""
+    if features is None:
+        raise ValueError(f"Task {task.name!r} has a ranking loss: its loss needs the features "
+                         f"(group {task.group!r}); pass features= to the task loss function.")
+    for key in (task.group, row_key(task.group)):
+        if key in features:
+            return features[key]
+    raise KeyError(f"Task {task.name!r} ranks rows by group feature {task.group!r}, which is not "
+                   f"in the inputs {sorted(features)}.")

@@ -133,7 +133,8 @@ class MultiTaskModel(keras.Model):
         self.towers = [
             MLP(self.tower_units, tower_activation, name=f"{t.name}_tower") for t in self.tasks
         ]
-        self.logit_layers = [keras.layers.Dense(1, name=f"{t.name}_logit") for t in self.tasks]
+        self.logit_layers = [keras.layers.Dense(t.num_outputs, name=f"{t.name}_logit")
+                             for t in self.tasks]
 
         # Created here: Keras locks a model's state once it is built.
         self.step_counters = StepCounters(len(self.tasks))  # skips, label checks: TrainingGuard
@@ -232,15 +233,15 @@ class MultiTaskModel(keras.Model):
             task_repr, _, readouts = self.backbone.factored_heads(leaves, training=training)
         else:
             task_repr, _ = self.backbone.heads(leaves, training=training)
-        logits = [
-            tf.cast(out(tower(r, training=training)), tf.float32)[:, 0]
+        logits = [  # [batch], or [batch, outputs] for a kind with several (multiclass, ZILN)
+            _squeezed(tf.cast(out(tower(r, training=training)), tf.float32))
             for tower, out, r in zip(self.towers, self.logit_layers, task_repr, strict=True)
         ]
         return Forward(logits, list(cut), list(leaves), readouts)
 
     def call(self, inputs, training=False):
         logits = self.forward(inputs, training=training).logits
-        outputs = {t.name: t.activation(z) for t, z in zip(self.tasks, logits, strict=True)}
+        outputs = {t.name: t.predict(z) for t, z in zip(self.tasks, logits, strict=True)}
         for task in self.tasks:
             if task.esmm_parent is not None:  # pCTCVR = pCTR · pCVR
                 outputs[f"{task.name}_ctcvr"] = outputs[task.esmm_parent] * outputs[task.name]
@@ -259,7 +260,8 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------------------ task information
     def task_losses(self, x, y, sample_weight=None, training=False) -> TaskLosses:
         """The batch's per-task losses (see `TaskLosses`), no step taken."""
-        return self.task_loss_function(y, self.forward(x, training=training).logits, sample_weight)
+        return self.task_loss_function(y, self.forward(x, training=training).logits, sample_weight,
+                                       features=x)
 
     def task_gradients(self, x, y, sample_weight=None, level: str | None = None,
                        training=False) -> TaskGradients:
@@ -272,7 +274,7 @@ class MultiTaskModel(keras.Model):
         """`keras_mtl.gradients.extract` on this model's forward pass and task losses."""
         def run(detach_cut: bool, factored: bool) -> TapedPass:
             forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored)
-            terms = self.task_loss_function(y, forward.logits, sample_weight)
+            terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
             return TapedPass(terms.weighted, forward.cut, forward.leaves, forward.readouts,
                              (terms, forward.logits))
 
@@ -328,7 +330,7 @@ class MultiTaskModel(keras.Model):
         self._check_compilable(x)
         self.step_counters.count_labels(*self.task_loss_function.label_errors(y))
         forward = self.forward(x, training=False)
-        terms = self.task_loss_function(y, forward.logits, sample_weight)
+        terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
         self.step_metrics.update(x, global_sum(terms.stacked), terms, forward.logits,
                                  tf.constant(True))
         return _for_keras_reduction(self.step_metrics.logs())
@@ -505,6 +507,11 @@ def _streams_end_quietly(*datasets, steps=None):
                                  for d in datasets):
             warnings.filterwarnings("ignore", message="Your input ran out of data")
         yield
+
+
+def _squeezed(logits: tf.Tensor) -> tf.Tensor:
+    """A one-output head's `[batch, 1]` as `[batch]`; wider heads stay `[batch, outputs]`."""
+    return logits[:, 0] if logits.shape[-1] == 1 else logits
 
 
 def _for_keras_reduction(logs: dict) -> dict:

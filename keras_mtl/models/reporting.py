@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from keras_mtl.features.lookups import row_key
-from keras_mtl.metrics import group_feature_of
+from keras_mtl.metrics import group_feature_of, update_metric
 from keras_mtl.models.guard import StepCounters
 from keras_mtl.models.losses import TaskLosses
 from keras_mtl.tasks import Task
@@ -57,11 +57,11 @@ class StepMetrics:
             labelled.append(tf.reduce_sum(metric_weight) * keep)
             has_rows.append(tf.cast(tf.reduce_sum(row_weight) > 0, tf.float32))
             self.task_losses[k].update_state(safe_losses[k], sample_weight=keep * has_rows[k])
-            predictions = task.activation(logits[k])
+            predictions = task.predict(logits[k])
             predictions = tf.where(tf.math.is_finite(predictions), predictions, 0.0)
             for metric in self.task_metrics[k]:
-                metric.update_state(terms.labels[task.name], predictions,
-                                    sample_weight=metric_weight * keep, **_groups(metric, x))
+                update_metric(metric, terms.labels[task.name], predictions,
+                              metric_weight * keep, **_groups(metric, x))
         self.counters.count_rows(tf.stack(labelled))
         if balance_weights is not None:
             weights = tf.where(finite, tf.cast(balance_weights, tf.float32), 0.0)

@@ -558,8 +558,12 @@ def parse_rest_response(response: Mapping) -> pd.DataFrame:
 
 
 def parse_grpc_response(response) -> pd.DataFrame:
-    """A `PredictResponse` as a DataFrame with one column per output."""
+    """A `PredictResponse` as a DataFrame with one column per output; an output with several
+    values per row (a multiclass task's probabilities) is a column of per-row arrays."""
     import tensorflow as tf
 
-    return pd.DataFrame({name: tf.make_ndarray(proto).reshape(-1)
-                         for name, proto in response.outputs.items()})
+    columns = {}
+    for name, proto in response.outputs.items():
+        array = tf.make_ndarray(proto)
+        columns[name] = list(array) if array.ndim > 1 else array.reshape(-1)
+    return pd.DataFrame(columns)

@@ -201,10 +201,9 @@ def export(
     def predict(features, task_exponents):
         outputs = model({k: v for k, v in features.items() if k in model_features},
                         training=False)
-        predictions = [tf.cast(outputs[name], tf.float32) for name in task_names]
-        result = dict(zip(task_names, predictions, strict=True))
-        result.update({name: tf.cast(outputs[name], tf.float32) for name in extra_outputs})
-        result["score"] = score.score(predictions, task_exponents, features)
+        result = {name: tf.cast(outputs[name], tf.float32) for name in task_names + extra_outputs}
+        served = score.served_values(model.tasks, outputs)
+        result["score"] = score.score(served, task_exponents, features)
         return result
 
     shapes = input_shapes(model, score)
@@ -240,6 +239,9 @@ def export(
                                   EXPONENTS_SIGNATURE: {"inputs": [*contract, EXPONENTS_INPUT]}},
                    "exponents_input": EXPONENTS_INPUT,
                    "tasks": task_names, "extra_outputs": extra_outputs,
+                   "task_kinds": {t.name: t.kind for t in model.tasks},
+                   "output_shapes": {t.name: [t.num_classes] if t.kind == "multiclass" else []
+                                     for t in model.tasks},
                    "outputs": [*task_names, *extra_outputs, "score"],
                    "exponents": exponents,
                    "score": score.get_config()}, handle, indent=2)

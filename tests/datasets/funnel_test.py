@@ -1,4 +1,6 @@
 import numpy as np
+import pandas as pd
+import pytest
 
 import keras_mtl as km
 from keras_mtl.datasets import make_funnel
@@ -36,3 +38,15 @@ def test_a_sample_space_model_trains_on_it():
     model.compile(optimizer="adam")
     history = model.fit(data.as_tf_dataset("train", batch_size=256), epochs=1, verbose=0)
     assert np.isfinite(history.history["purchase_loss"][0])
+
+
+def test_watch_time_column_leaves_the_other_columns_unchanged():
+    plain = make_funnel(num_examples=20_000, seed=2).train
+    data = make_funnel(num_examples=20_000, seed=2, watch_time=True)
+    assert data.tasks[-1].kind == "watch_time"
+    frame = data.train
+    pd.testing.assert_frame_equal(frame[plain.columns], plain)
+    watched = frame["watch_time"] > 0
+    assert (watched == (frame["click"] > 0)).all()  # seconds after a click, 0 without one
+    # E[T] = P(click)·E[T | click]: the empirical mean agrees with the oracle's within noise.
+    assert frame["watch_time"].mean() == pytest.approx(frame["true_watch_time"].mean(), rel=0.15)
