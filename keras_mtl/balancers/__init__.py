@@ -9,7 +9,7 @@ from keras_mtl.balancers.base import (
 )
 from keras_mtl.balancers.equal import EqualWeighting, StaticWeighting
 from keras_mtl.balancers.ple_schedule import PLESchedule
-from keras_mtl.balancers.registry import available, get, register
+from keras_mtl.balancers.registry import aliases, available, get, register
 
 __all__ = [
     "LEVELS",
@@ -20,6 +20,7 @@ __all__ = [
     "PLESchedule",
     "StaticWeighting",
     "Weighting",
+    "aliases",
     "available",
     "get",
     "register",
@@ -43,6 +44,8 @@ from keras_mtl.balancers.graddrop import GradDrop  # noqa: E402
 from keras_mtl.balancers.gradnorm import GradNorm  # noqa: E402
 from keras_mtl.balancers.gradvac import GradVac  # noqa: E402
 from keras_mtl.balancers.imtl import IMTLG, IMTLL  # noqa: E402
+from keras_mtl.balancers.krum import Krum  # noqa: E402
+from keras_mtl.balancers.mean import MeanWeighting  # noqa: E402
 from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
 from keras_mtl.balancers.mgda import MGDA, MGDAUB  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
@@ -51,12 +54,14 @@ from keras_mtl.balancers.pcgrad import PCGrad  # noqa: E402
 from keras_mtl.balancers.rlw import RandomLossWeighting  # noqa: E402
 from keras_mtl.balancers.slaw import SLAW  # noqa: E402
 from keras_mtl.balancers.stch import STCH  # noqa: E402
+from keras_mtl.balancers.trimmed_mean import TrimmedMean  # noqa: E402
 from keras_mtl.balancers.uncertainty import UncertaintyWeighting  # noqa: E402
 from keras_mtl.balancers.upgrad import UPGrad  # noqa: E402
 
 __all__ += [
-    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss", "FAMO",
-    "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG", "IMTLL",
-    "MGDA", "MGDAUB", "MetaBalance", "MultiBalance", "NashMTL", "PCGrad", "RandomLossWeighting",
-    "SLAW", "STCH", "UPGrad", "UncertaintyWeighting",
+    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss",
+    "FAMO", "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG",
+    "IMTLL", "Krum", "MGDA", "MGDAUB", "MeanWeighting", "MetaBalance", "MultiBalance", "NashMTL",
+    "PCGrad", "RandomLossWeighting", "SLAW", "STCH", "TrimmedMean", "UPGrad",
+    "UncertaintyWeighting",
 ]
