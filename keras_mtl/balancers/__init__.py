@@ -51,7 +51,9 @@ from keras_mtl.balancers.mgda import MGDA, MGDAUB  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
 from keras_mtl.balancers.nash_mtl import NashMTL  # noqa: E402
 from keras_mtl.balancers.pcgrad import PCGrad  # noqa: E402
+from keras_mtl.balancers.pe_ltr import PELTR  # noqa: E402
 from keras_mtl.balancers.rlw import RandomLossWeighting  # noqa: E402
+from keras_mtl.balancers.sdmgrad import SDMGrad  # noqa: E402
 from keras_mtl.balancers.slaw import SLAW  # noqa: E402
 from keras_mtl.balancers.stch import STCH  # noqa: E402
 from keras_mtl.balancers.trimmed_mean import TrimmedMean  # noqa: E402
@@ -62,6 +64,6 @@ __all__ += [
     "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss",
     "FAMO", "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG",
     "IMTLL", "Krum", "MGDA", "MGDAUB", "MeanWeighting", "MetaBalance", "MultiBalance", "NashMTL",
-    "PCGrad", "RandomLossWeighting", "SLAW", "STCH", "TrimmedMean", "UPGrad",
+    "PCGrad", "PELTR", "RandomLossWeighting", "SDMGrad", "SLAW", "STCH", "TrimmedMean", "UPGrad",
     "UncertaintyWeighting",
 ]
