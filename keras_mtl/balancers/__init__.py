@@ -36,6 +36,7 @@ from keras_mtl.balancers.dtp import DTP  # noqa: E402
 from keras_mtl.balancers.dualproj import DualProj  # noqa: E402
 from keras_mtl.balancers.dwa import DWA  # noqa: E402
 from keras_mtl.balancers.ema_loss import EMALoss  # noqa: E402
+from keras_mtl.balancers.excess_mtl import ExcessMTL  # noqa: E402
 from keras_mtl.balancers.fairgrad import FairGrad  # noqa: E402
 from keras_mtl.balancers.famo import FAMO  # noqa: E402
 from keras_mtl.balancers.gls import GeometricLoss  # noqa: E402
@@ -48,6 +49,7 @@ from keras_mtl.balancers.krum import Krum  # noqa: E402
 from keras_mtl.balancers.mean import MeanWeighting  # noqa: E402
 from keras_mtl.balancers.metabalance import MetaBalance  # noqa: E402
 from keras_mtl.balancers.mgda import MGDA, MGDAUB  # noqa: E402
+from keras_mtl.balancers.moco import MoCo  # noqa: E402
 from keras_mtl.balancers.multibalance import MultiBalance  # noqa: E402
 from keras_mtl.balancers.nash_mtl import NashMTL  # noqa: E402
 from keras_mtl.balancers.pcgrad import PCGrad  # noqa: E402
@@ -61,9 +63,9 @@ from keras_mtl.balancers.uncertainty import UncertaintyWeighting  # noqa: E402
 from keras_mtl.balancers.upgrad import UPGrad  # noqa: E402
 
 __all__ += [
-    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss",
+    "AlignedMTL", "CAGrad", "CoGrad", "ConFIG", "DBMTL", "DTP", "DWA", "DualProj", "EMALoss", "ExcessMTL",
     "FAMO", "FairGrad", "GeometricLoss", "GradCraft", "GradDrop", "GradNorm", "GradVac", "IMTLG",
-    "IMTLL", "Krum", "MGDA", "MGDAUB", "MeanWeighting", "MetaBalance", "MultiBalance", "NashMTL",
+    "IMTLL", "Krum", "MGDA", "MGDAUB", "MeanWeighting", "MetaBalance", "MoCo", "MultiBalance", "NashMTL",
     "PCGrad", "PELTR", "RandomLossWeighting", "SDMGrad", "SLAW", "STCH", "TrimmedMean", "UPGrad",
     "UncertaintyWeighting",
 ]
