@@ -8,6 +8,7 @@ from keras_mtl.balancers.base import (
     Weighting,
 )
 from keras_mtl.balancers.equal import EqualWeighting, StaticWeighting
+from keras_mtl.balancers.per_group import PerGroup
 from keras_mtl.balancers.ple_schedule import PLESchedule
 from keras_mtl.balancers.registry import aliases, available, get, register
 
@@ -18,6 +19,7 @@ __all__ = [
     "Balancer",
     "EqualWeighting",
     "PLESchedule",
+    "PerGroup",
     "StaticWeighting",
     "Weighting",
     "aliases",

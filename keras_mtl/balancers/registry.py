@@ -9,6 +9,7 @@ import keras
 
 from keras_mtl.balancers.base import Balancer
 from keras_mtl.balancers.every import EveryK
+from keras_mtl.balancers.per_group import PerGroup
 
 _REGISTRY: dict[str, type[Balancer]] = {}
 # Other libraries' names for a registered method with the same maths (TorchJD's aggregators):
@@ -47,7 +48,8 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
     to `ew`, `static` and `rlw` (`aliases()`), whose maths they are. Unknown names and unknown
     hyper-parameters raise a `ValueError` that lists what is valid. `every=k` (k > 1), accepted
     by every weighting, recomputes the weights only every k steps and reuses them in between
-    (`EveryK`).
+    (`EveryK`). `groups=[...]`, accepted by every parameter-level balancer, balances each group of
+    shared tensors with its own copy of the balancer (`PerGroup`).
     """
     if balancer is None:
         balancer = "ew"
@@ -66,6 +68,9 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
                          f"(and the aliases {sorted(_ALIASES)}).")
     cls = _REGISTRY[key]
     every = hparams.pop("every", None)
+    groups = hparams.pop("groups", None)
+    if groups is not None:
+        hparams.setdefault("level", "parameters")
     accepted = _accepted_arguments(cls)
     unknown = sorted(set(hparams) - accepted)
     if unknown:
@@ -73,6 +78,10 @@ def get(balancer: str | Balancer | dict | None = None, **hparams: Any) -> Balanc
             f"Balancer {key!r} has no hyper-parameter(s) {unknown}; it accepts {sorted(accepted)}."
         )
     balancer = cls(**hparams)
+    if groups is not None:
+        if every is not None and int(every) != 1:
+            raise ValueError("groups and every cannot be combined yet.")
+        return PerGroup(balancer, groups)
     if every is not None and int(every) != 1:
         return EveryK(balancer, every)
     return balancer
