@@ -84,3 +84,20 @@ def pseudo_inverse(matrices: tf.Tensor, rcond: float) -> tf.Tensor:
     inverse = tf.where(kept, 1.0 / tf.where(kept, eigenvalues, tf.ones_like(eigenvalues)),
                        tf.zeros_like(eigenvalues))
     return tf.matmul(vectors * inverse[..., None, :], vectors, transpose_b=True)
+
+
+def project_to_simplex(vector: tf.Tensor) -> tf.Tensor:
+    """The Euclidean projection of a `[K]` vector onto the simplex `{w ≥ 0, Σw = 1}`.
+
+    Held, Wolfe & Crowder (1974) / Duchi et al. (ICML 2008), Fig. 1: with `u` sorted in decreasing
+    order, `ρ = max{j : u_j − (Σ_{i≤j} u_i − 1)/j > 0}` and `θ = (Σ_{i≤ρ} u_i − 1)/ρ`, the projection
+    is `max(v − θ, 0)`. Sort-based, O(K log K), XLA-safe.
+    """
+    num = int(vector.shape[0])
+    ordered = tf.sort(vector, direction="DESCENDING")
+    cumulative = tf.cumsum(ordered)
+    index = tf.range(1, num + 1, dtype=vector.dtype)
+    positive = ordered - (cumulative - 1.0) / index > 0
+    rho = tf.reduce_max(tf.where(positive, index, tf.ones_like(index)))
+    theta = (tf.gather(cumulative, tf.cast(rho, tf.int32) - 1) - 1.0) / rho
+    return tf.maximum(vector - theta, 0.0)

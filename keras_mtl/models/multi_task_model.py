@@ -199,6 +199,10 @@ class MultiTaskModel(keras.Model):
             segments = len(self.partition.balanced)
             columns = sum(int(np.prod(v.shape)) for v in self.partition.balanced)
         if not balancer.built:
+            if balancer.level == "parameters" and hasattr(balancer, "bind_segments"):
+                balanced = self.partition.balanced
+                balancer.bind_segments([v.path for v in balanced],
+                                       [int(np.prod(v.shape)) for v in balanced])
             balancer.build(len(self.tasks), self.task_names, segments, columns)
         elif (balancer.num_tasks != len(self.tasks) or balancer.num_segments != (segments or 1)
               or getattr(balancer, "num_columns", None) not in (None, columns)):

@@ -104,7 +104,9 @@ def test_no_training_state_leaks_into_the_serving_graph(trained, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in km.balancers.available() if not n.startswith("_")])
 def test_export_after_training_with_any_balancer_holds_only_inference_variables(name, tmp_path):
-    hparams = {"weights": [1.0, 0.5]} if name == "static" else {}
+    if name == "krum":
+        pytest.skip("Krum needs at least 3 tasks (n_byzantine + 3); this model has 2")
+    hparams = {"static": {"weights": [1.0, 0.5]}, "trimmed_mean": {"trim": 0}}.get(name, {})
     model = small_model("mmoe", balancer=km.balancers.get(name, **hparams))
     model.compile(optimizer="adam")
     x, y = small_batch(32, seed=2)
