@@ -30,6 +30,7 @@ BACKBONES = {
     "mmoe_dselect": lambda: km.layers.MMoE(num_experts=3, expert_units=[6], gate=DSELECT),
     "ple_dselect": lambda: km.layers.PLE(num_levels=2, shared_experts=2, task_experts=1,
                                          expert_units=[6], gate=DSELECT),
+    "omoe": lambda: km.layers.OMoE(num_experts=3, expert_units=[6, 5]),
 }
 
 

@@ -6,8 +6,10 @@ from keras_mtl.layers.gate import DSelectGate, Gate, MixtureGate
 from keras_mtl.layers.interaction import DotInteraction
 from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.mmoe import MMoE
+from keras_mtl.layers.omoe import OMoE
 from keras_mtl.layers.ple import CGC, PLE
 from keras_mtl.layers.shared_bottom import SharedBottom
 
 __all__ = ["CGC", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
-           "DotInteraction", "ExpertBank", "Gate", "MMoE", "MixtureGate", "SharedBottom"]
+           "DotInteraction", "ExpertBank", "Gate", "MMoE", "MixtureGate", "OMoE",
+           "SharedBottom"]
