@@ -31,6 +31,9 @@ BACKBONES = {
     "ple_dselect": lambda: km.layers.PLE(num_levels=2, shared_experts=2, task_experts=1,
                                          expert_units=[6], gate=DSELECT),
     "omoe": lambda: km.layers.OMoE(num_experts=3, expert_units=[6, 5]),
+    # One meta-task group per task (the hierarchy mask is in use), feature-gates, batch norm.
+    "home": lambda: km.layers.HoME(task_groups=[[0], [1]], shared_experts=2, expert_units=[6],
+                                   feature_gate_rank=2),
 }
 
 

@@ -260,7 +260,7 @@ def _progress(result: dict, names) -> str:
 
 
 # The census experiment's architecture rows (each with ew), in table order.
-CENSUS_ARCHITECTURES = ("shared-bottom", "omoe", "mmoe", "dselect-mmoe", "cgc", "ple")
+CENSUS_ARCHITECTURES = ("shared-bottom", "omoe", "mmoe", "dselect-mmoe", "cgc", "ple", "home")
 
 
 def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,

@@ -102,6 +102,7 @@ def test_shared_bottom_gives_every_task_the_bottom_output():
         (km.layers.PLE(2, 2, 1, [4], num_tasks=2), 3),
         (km.layers.OMoE(3, [4], num_tasks=2), 1),
         (km.layers.MMoE(3, [4], num_tasks=2, gate="dselect"), 2),
+        (km.layers.HoME([[0, 2], [1]], 2, 1, 1, [4], num_tasks=3), 1 + 2 + 2),
     ],
 )
 def test_cut_shapes_and_heads_reproduce_call(layer, expected_cut_len):
@@ -167,6 +168,8 @@ def test_invalid_configurations_are_rejected_clearly():
         (km.layers.OMoE(3, [4], num_tasks=2), set()),
         (km.layers.MMoE(3, [4], num_tasks=2, gate="dselect"), {0}),
         (km.layers.CGC(2, 2, [4], num_tasks=2, gate={"type": "dselect", "top_k": 1}), {0}),
+        # HoME: S² (cut 0) and each group's G² (cuts 1, 2) are read through the task gates.
+        (km.layers.HoME([[0, 2], [1]], 2, 2, 1, [4], num_tasks=3), {0, 1, 2}),
     ],
 )
 def test_factored_heads_give_the_heads_outputs_and_exact_cut_gradients(layer, factored_cut):
