@@ -55,7 +55,7 @@ class MultiTaskModel(keras.Model):
     Args:
         features: a `FeatureSpec` (or list of features) of the raw inputs.
         tasks: the `Task`s, in output order.
-        backbone: a `keras_mtl.layers` backbone (`SharedBottom`, `MMoE`, `CGC`, `PLE`,
+        backbone: a `keras_mtl.layers` backbone (`SharedBottom`, `MMoE`, `OMoE`, `CGC`, `PLE`, `HoME`,
             `CustomBackbone`), or any Keras layer/model, used as the shared trunk.
         tower_units: hidden widths of each task's tower (a final 1-unit layer is added).
         tower_activation: activation of the tower's hidden layers.
