@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--num-experts", type=int, default=4,
-                   help="Expert budget: MMoE experts; PLE/CGC get half as shared experts.")
+                   help="Expert budget: MMoE/OMoE experts; PLE/CGC (and HoME, per level) get "
+                   "half as shared experts.")
     p.add_argument("--expert-units", default="64", help="Comma-separated widths of each expert.")
     p.add_argument("--tower-units", default="32", help="Comma-separated widths of each tower.")
     p.add_argument("--num-examples", type=int, default=20000, help="Synthetic data size.")

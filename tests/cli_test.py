@@ -21,7 +21,7 @@ def parse_table(output: str) -> dict:
     return rows
 
 
-@pytest.mark.parametrize("model", ["ple", "mmoe", "cgc", "shared-bottom"])
+@pytest.mark.parametrize("model", ["ple", "mmoe", "cgc", "shared-bottom", "home"])
 def test_train_on_synthetic_prints_a_per_task_table(model, capsys, tmp_path):
     save = os.path.join(tmp_path, "m.keras")
     code = main(["train", "--model", model, "--epochs", "1", "--num-examples", "1000",

@@ -13,6 +13,8 @@ import keras_mtl as km
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 CENSUS_FILE = os.path.join(SHARED_DATA, "census-income.test.gz")
 
+DSELECT = {"type": "dselect", "top_k": 2, "entropy_weight": 0.1}
+
 BACKBONES = {
     "shared_bottom": lambda: km.layers.SharedBottom(units=[8]),
     "mmoe": lambda: km.layers.MMoE(num_experts=3, expert_units=[6, 5]),
@@ -23,6 +25,15 @@ BACKBONES = {
         [keras.layers.Dense(6, activation="relu"), keras.layers.Dense(5, activation="relu")])),
     "mmoe_cross": lambda: km.layers.MMoE(num_experts=2, expert_units=[6],
                                          bottom=km.layers.CrossNetwork(2, projection_dim=3)),
+    # DSelect-k gates with their regulariser on: 3 experts (not a power of two, so the
+    # reachability penalty is on too); in PLE also the shared gates below the last level.
+    "mmoe_dselect": lambda: km.layers.MMoE(num_experts=3, expert_units=[6], gate=DSELECT),
+    "ple_dselect": lambda: km.layers.PLE(num_levels=2, shared_experts=2, task_experts=1,
+                                         expert_units=[6], gate=DSELECT),
+    "omoe": lambda: km.layers.OMoE(num_experts=3, expert_units=[6, 5]),
+    # One meta-task group per task (the hierarchy mask is in use), feature-gates, batch norm.
+    "home": lambda: km.layers.HoME(task_groups=[[0], [1]], shared_experts=2, expert_units=[6],
+                                   feature_gate_rank=2),
 }
 
 

@@ -16,15 +16,20 @@ if TYPE_CHECKING:
     from keras_mtl.models import MultiTaskModel
 
 # In the CLI's order (its `--model` choices and help text list them so).
-ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom")
+ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home")
 # How tables and row labels name them.
-TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE"}
+TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE",
+          "dselect-mmoe": "MMoE (DSelect-k)", "omoe": "OMoE", "home": "HoME"}
 
 
 def make_backbone(name: str, expert_units: Sequence[int], num_experts: int) -> Backbone:
     """The backbone called `name`, with `num_experts` as the total expert budget: MMoE gets all of
     them; CGC and PLE (2 levels) get half as shared experts (at least one) plus one per task;
-    Shared-Bottom is one MLP of `expert_units`."""
+    Shared-Bottom is one MLP of `expert_units`. `dselect-mmoe` is MMoE with DSelect-k gates at
+    their defaults (k = 2, γ = 1, no entropy term: the official gate's defaults); OMoE gets all
+    the experts under its one gate; HoME (one meta-task group: the preset cannot know the
+    tasks' semantics) gets half as shared experts per level plus one group and one task expert,
+    with its feature-gates (rank 4) and normalised Swish experts."""
     from keras_mtl import layers
 
     units = [int(u) for u in expert_units]
@@ -38,6 +43,13 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int) -> B
         return layers.MMoE(num_experts=num_experts, expert_units=units)
     if name == "shared-bottom":
         return layers.SharedBottom(units=units)
+    if name == "dselect-mmoe":
+        return layers.MMoE(num_experts=num_experts, expert_units=units, gate="dselect")
+    if name == "omoe":
+        return layers.OMoE(num_experts=num_experts, expert_units=units)
+    if name == "home":
+        return layers.HoME(shared_experts=shared, group_experts=1, task_experts=1,
+                           expert_units=units)
     raise ValueError(f"Unknown model {name!r}; expected one of {ARCHITECTURES}.")
 
 

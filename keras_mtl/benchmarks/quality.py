@@ -281,8 +281,12 @@ def _progress(result: dict, names) -> str:
     return f"  {result['row']}: {cells} ({result['seconds']:.0f} s)"
 
 
+# The census experiment's architecture rows (each with ew), in table order.
+CENSUS_ARCHITECTURES = ("shared-bottom", "omoe", "mmoe", "dselect-mmoe", "cgc", "ple", "home")
+
+
 def census(path: str | None, budget: Budget, balancers: Sequence[str] | None,
-           architectures: Sequence[str] = ("shared-bottom", "mmoe", "cgc", "ple"),
+           architectures: Sequence[str] = CENSUS_ARCHITECTURES,
            log: Callable[[str], None] = print) -> dict:
     """Experiment 1 (see the module docstring); `balancers=None`: every registered one."""
     from keras_mtl import balancers as balancers_lib
@@ -463,7 +467,7 @@ def run(experiments: Sequence[str] = DEFAULT_EXPERIMENTS, quick: bool = False,
         began = time.perf_counter()
         result["census"] = census(
             census_path, budgets["census"], balancers or (quick_balancers if quick else None),
-            architectures=() if quick else ("shared-bottom", "mmoe", "cgc", "ple"), log=log)
+            architectures=() if quick else CENSUS_ARCHITECTURES, log=log)
         result["census"]["seconds"] = time.perf_counter() - began
     if "synthetic" in experiments:
         began = time.perf_counter()

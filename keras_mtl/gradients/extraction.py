@@ -57,6 +57,9 @@ class TapedPass(NamedTuple):
     - `readouts`: per task, its gated readouts of the cut (`Backbone.factored_heads`) when asked
       for, else None.
     - `outputs`: anything the caller wants back (logits, labels), passed through untouched.
+    - `auxiliary`: a scalar loss that is not a task's (layer losses such as a gate's
+      regulariser), or None. No balancer sees it: `chain` adds its gradient, with weight 1, to
+      every variable it depends on (this replica's share of it under several replicas).
     """
 
     losses: Sequence[tf.Tensor]
@@ -64,6 +67,7 @@ class TapedPass(NamedTuple):
     leaves: Sequence[tf.Tensor]
     readouts: Sequence | None = None
     outputs: Any = None
+    auxiliary: tf.Tensor | None = None
 
 
 # `run(detach_cut, factored)` performs the forward pass and the losses (on the caller's tape).
@@ -115,11 +119,13 @@ def extract(level: str, run: ForwardPass, partition: VariablePartition,
         return weighted_gradient_sum(head_rows, tf.stop_gradient(result.task_weights))
 
     if level == "representation":
-        return _representation_level(tape, taped, unscaled_rows, global_losses, partition, scale,
-                                     replica, head_gradients)
-    return _parameter_level(tape, taped, cut_rows, unscaled_rows, global_losses, partition,
-                            scale, replica, num_replicas, head_gradients,
-                            run if hessian_term else None)
+        extraction = _representation_level(tape, taped, unscaled_rows, global_losses, partition,
+                                           scale, replica, head_gradients)
+    else:
+        extraction = _parameter_level(tape, taped, cut_rows, unscaled_rows, global_losses,
+                                      partition, scale, replica, num_replicas, head_gradients,
+                                      run if hessian_term else None)
+    return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
 
 
 def _losses_level(run, partition, scale) -> Extraction:
@@ -132,7 +138,41 @@ def _losses_level(run, partition, scale) -> Extraction:
         return weighted_loss_gradients(tape, losses, partition, result.weights_for_shared,
                                        result.task_weights, scale)
 
-    return Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
+    extraction = Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
+    return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+
+
+def _with_auxiliary(extraction: Extraction, tape, auxiliary, partition: VariablePartition,
+                    scale) -> Extraction:
+    """`extraction` whose `chain` also adds `∇ auxiliary` (weight 1, outside the balancer) to
+    the variables it reaches; the same extraction when there is no auxiliary loss."""
+    if auxiliary is None:
+        return extraction
+    _, num_replicas = replica_context()
+    # The optimizer sums the replicas' gradients: each contributes 1/N of its batch mean. Under
+    # loss scaling the gradient leaves scaled like the task gradients.
+    factor = 1.0 / num_replicas
+    cotangent = tf.constant(factor, auxiliary.dtype) if scale is None else (
+        tf.cast(scale, auxiliary.dtype) * factor)
+    inner = extraction.chain
+
+    def chain(result) -> list:
+        extra = tape.gradient(auxiliary, list(partition.variables), output_gradients=cotangent)
+        return [_added(g, a) for g, a in zip(inner(result), extra, strict=True)]
+
+    return Extraction(extraction.task_gradients, extraction.outputs, chain)
+
+
+def _added(g, a):
+    """The sum of two gradients of one variable (None for no gradient; slices stay sparse when
+    both are)."""
+    if a is None or g is None:
+        return g if a is None else a
+    if isinstance(g, tf.IndexedSlices) and isinstance(a, tf.IndexedSlices):
+        return tf.IndexedSlices(tf.concat([g.values, tf.cast(a.values, g.values.dtype)], 0),
+                                tf.concat([g.indices, a.indices], 0), g.dense_shape)
+    g = tf.convert_to_tensor(g)
+    return g + tf.cast(tf.convert_to_tensor(a), g.dtype)
 
 
 def weighted_loss_gradients(tape, losses, partition: VariablePartition, shared_weights,

@@ -8,7 +8,7 @@ import keras
 
 from keras_mtl.layers.backbone import Backbone, GatedReadout
 from keras_mtl.layers.experts import ExpertBank
-from keras_mtl.layers.gate import Gate
+from keras_mtl.layers.gate import MixtureGate, gate_config, gate_spec, make_gate
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -23,6 +23,10 @@ class MMoE(Backbone):
     Cut: `[E, x]` with `E = [f_1(x), …, f_n(x)]` (`[batch, n, units]`) and the gate input `x`.
     The gates `W_{gk}` are task-specific (heads); `x` is in the cut because the gates are a second
     path from the loss to the shared embeddings.
+
+    `gate`: `"softmax"` (the paper's), `"dselect"` or a dict such as `{"type": "dselect",
+    "top_k": 2, "gamma": 1.0, "entropy_weight": 1e-3}` — DSelect-k gates (`DSelectGate`) in place
+    of the softmax ones; the cut is unchanged (they read `x` and mix `E` like the softmax gates).
     """
 
     def __init__(
@@ -31,19 +35,23 @@ class MMoE(Backbone):
         expert_units: Sequence[int] = (64,),
         activation: str = "relu",
         num_tasks: int | None = None,
+        gate: str | dict = "softmax",
         **kwargs,
     ):
         super().__init__(num_tasks=num_tasks, **kwargs)
+        gate_spec(gate)  # an unknown gate or hyper-parameter fails here, not at build
+        self.gate = gate_config(gate)
         self.num_experts = int(num_experts)
         self.expert_units = [int(u) for u in expert_units]
         self.activation = activation
         self.experts = ExpertBank(self.num_experts, self.expert_units, activation, name="experts")
-        self.gates: list[Gate] = []
+        self.gates: list[MixtureGate] = []
         if num_tasks is not None:
             self._create_layers()
 
     def _create_layers(self) -> None:
-        self.gates = [Gate(self.num_experts, name=f"gate_{k}") for k in range(self.num_tasks)]
+        self.gates = [make_gate(self.gate, self.num_experts, f"gate_{k}")
+                      for k in range(self.num_tasks)]
 
     def build(self, input_shape):
         input_shape = self.build_bottom(input_shape)
@@ -84,5 +92,6 @@ class MMoE(Backbone):
             num_experts=self.num_experts,
             expert_units=self.expert_units,
             activation=self.activation,
+            gate=gate_config(self.gate),
         )
         return config

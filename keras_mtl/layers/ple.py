@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_mtl.layers.backbone import Backbone, GatedReadout
 from keras_mtl.layers.experts import ExpertBank
-from keras_mtl.layers.gate import Gate
+from keras_mtl.layers.gate import gate_config, gate_spec, make_gate
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -33,6 +33,11 @@ class PLE(Backbone):
     level's shared-expert outputs and each task's input to the last level. For L = 1 (CGC) every task
     input is `x`, so the cut is `[E_s, x]`. The last level's task experts, task gates and the towers are
     the task-specific heads.
+
+    `gate`: `"softmax"` (the paper's), `"dselect"` or a dict such as `{"type": "dselect",
+    "top_k": 2, "entropy_weight": 1e-3}`: every gate (task and shared, every level) becomes a
+    DSelect-k gate (`DSelectGate`); the cut is unchanged. The regulariser of a gate below the last
+    level trains that (shared) gate only and is added outside the balancer, like every layer loss.
     """
 
     def __init__(
@@ -43,9 +48,12 @@ class PLE(Backbone):
         expert_units: Sequence[int] = (64,),
         activation: str = "relu",
         num_tasks: int | None = None,
+        gate: str | dict = "softmax",
         **kwargs,
     ):
         super().__init__(num_tasks=num_tasks, **kwargs)
+        gate_spec(gate)  # an unknown gate or hyper-parameter fails here, not at build
+        self.gate = gate_config(gate)
         if num_levels < 1:
             raise ValueError(f"num_levels must be >= 1, got {num_levels}.")
         if shared_experts < 1 or task_experts < 1:
@@ -80,10 +88,12 @@ class PLE(Backbone):
                 for k in range(num_tasks)
             ])
             self.task_gates.append([
-                Gate(per_task_gate, name=f"level_{j}_task_{k}_gate") for k in range(num_tasks)
+                make_gate(self.gate, per_task_gate, f"level_{j}_task_{k}_gate")
+                for k in range(num_tasks)
             ])
             if not last:
-                self.shared_gates.append(Gate(all_experts, name=f"level_{j}_shared_gate"))
+                self.shared_gates.append(make_gate(self.gate, all_experts,
+                                                   f"level_{j}_shared_gate"))
 
     def build(self, input_shape):
         shape = self.build_bottom(input_shape)
@@ -176,6 +186,7 @@ class PLE(Backbone):
             task_experts=self.task_experts,
             expert_units=self.expert_units,
             activation=self.activation,
+            gate=gate_config(self.gate),
         )
         return config
 
@@ -191,6 +202,7 @@ class CGC(PLE):
         expert_units: Sequence[int] = (64,),
         activation: str = "relu",
         num_tasks: int | None = None,
+        gate: str | dict = "softmax",
         **kwargs,
     ):
         kwargs.pop("num_levels", None)
@@ -201,6 +213,7 @@ class CGC(PLE):
             expert_units=expert_units,
             activation=activation,
             num_tasks=num_tasks,
+            gate=gate,
             **kwargs,
         )
 

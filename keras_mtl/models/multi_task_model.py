@@ -38,12 +38,14 @@ from keras_mtl.tasks import Task, validate_tasks
 
 class Forward(NamedTuple):
     """One forward pass: per-task logits, the backbone's cut, what the heads read of it (`leaves`:
-    stop-gradient copies when detached) and, when asked for, each task's gated readouts."""
+    stop-gradient copies when detached), when asked for, each task's gated readouts, and the
+    backbone's layer losses (`auxiliary`: their sum, None when it has none)."""
 
     logits: list
     cut: list
     leaves: list
     readouts: list | None = None
+    auxiliary: tf.Tensor | None = None
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -53,7 +55,7 @@ class MultiTaskModel(keras.Model):
     Args:
         features: a `FeatureSpec` (or list of features) of the raw inputs.
         tasks: the `Task`s, in output order.
-        backbone: a `keras_mtl.layers` backbone (`SharedBottom`, `MMoE`, `CGC`, `PLE`,
+        backbone: a `keras_mtl.layers` backbone (`SharedBottom`, `MMoE`, `OMoE`, `CGC`, `PLE`, `HoME`,
             `CustomBackbone`), or any Keras layer/model, used as the shared trunk.
         tower_units: hidden widths of each task's tower (a final 1-unit layer is added).
         tower_activation: activation of the tower's hidden layers.
@@ -228,7 +230,14 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------------------ forward
     def forward(self, inputs, training=False, detach_cut=False, factored=False) -> Forward:
         """Logits and the cut. `detach_cut`: the heads read stop-gradient copies of the cut;
-        `factored`: also each task's gated readouts (`Backbone.factored_heads`)."""
+        `factored`: also each task's gated readouts (`Backbone.factored_heads`).
+
+        `auxiliary`: the sum of the backbone's layer losses of this pass (`add_loss`, e.g. the
+        DSelect-k regulariser; weight regularisers of its layers). They are not task losses: no
+        balancer sees them; training adds their gradient once, with weight 1, to whatever they
+        depend on (`keras_mtl.gradients.extract`). A DSelect-k gate's regulariser depends on that
+        gate's parameters only, so a task's gate is trained on its task's balanced gradient plus
+        its own regulariser, and no shared parameter receives any of it."""
         x = self.encoder(inputs)
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
@@ -241,7 +250,11 @@ class MultiTaskModel(keras.Model):
             _squeezed(tf.cast(out(tower(r, training=training)), tf.float32))
             for tower, out, r in zip(self.towers, self.logit_layers, task_repr, strict=True)
         ]
-        return Forward(logits, list(cut), list(leaves), readouts)
+        # Every layer of the backbone was called in this pass, and a layer clears its losses
+        # when called, so these are this pass's.
+        losses = self.backbone.losses
+        auxiliary = tf.add_n([tf.cast(loss, tf.float32) for loss in losses]) if losses else None
+        return Forward(logits, list(cut), list(leaves), readouts, auxiliary)
 
     def call(self, inputs, training=False):
         logits = self.forward(inputs, training=training).logits
@@ -280,7 +293,7 @@ class MultiTaskModel(keras.Model):
             forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored)
             terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
             return TapedPass(terms.weighted, forward.cut, forward.leaves, forward.readouts,
-                             (terms, forward.logits))
+                             (terms, forward.logits), forward.auxiliary)
 
         return extract(level, run, self.partition, loss_scale(getattr(self, "optimizer", None)),
                        hessian_term)

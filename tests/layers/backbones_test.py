@@ -100,6 +100,9 @@ def test_shared_bottom_gives_every_task_the_bottom_output():
         (km.layers.MMoE(3, [4], num_tasks=2), 2),
         (km.layers.CGC(2, 1, [4], num_tasks=2), 2),
         (km.layers.PLE(2, 2, 1, [4], num_tasks=2), 3),
+        (km.layers.OMoE(3, [4], num_tasks=2), 1),
+        (km.layers.MMoE(3, [4], num_tasks=2, gate="dselect"), 2),
+        (km.layers.HoME([[0, 2], [1]], 2, 1, 1, [4], num_tasks=3), 1 + 2 + 2),
     ],
 )
 def test_cut_shapes_and_heads_reproduce_call(layer, expected_cut_len):
@@ -162,6 +165,11 @@ def test_invalid_configurations_are_rejected_clearly():
         (km.layers.MMoE(3, [4], num_tasks=3), {0}),
         (km.layers.CGC(2, 1, [4], num_tasks=2), {0}),
         (km.layers.PLE(3, 2, 1, [4], num_tasks=3), {0}),
+        (km.layers.OMoE(3, [4], num_tasks=2), set()),
+        (km.layers.MMoE(3, [4], num_tasks=2, gate="dselect"), {0}),
+        (km.layers.CGC(2, 2, [4], num_tasks=2, gate={"type": "dselect", "top_k": 1}), {0}),
+        # HoME: S² (cut 0) and each group's G² (cuts 1, 2) are read through the task gates.
+        (km.layers.HoME([[0, 2], [1]], 2, 2, 1, [4], num_tasks=3), {0, 1, 2}),
     ],
 )
 def test_factored_heads_give_the_heads_outputs_and_exact_cut_gradients(layer, factored_cut):
@@ -195,3 +203,23 @@ def test_factored_heads_give_the_heads_outputs_and_exact_cut_gradients(layer, fa
             e = np.zeros(cut[s].shape) if e is None else e.numpy()
             g = np.zeros(cut[s].shape) if g is None else g
             np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6, err_msg=f"task {k}, cut {s}")
+
+
+def test_omoe_mixes_the_experts_with_one_gate_for_every_task():
+    layer = km.layers.OMoE(num_experts=3, expert_units=[4], num_tasks=3)
+    layer(X)
+    randomise_biases(layer)
+    mixture, weights = np_gate(layer.shared_gate, X, np_bank(layer.experts, X))
+    outputs = layer(X)
+    assert len(outputs) == 3
+    for out in outputs:  # MMoE eq. 5: y_k = h^k(Σ_i g(x)_i f_i(x)), one g for all tasks
+        np.testing.assert_allclose(out, mixture, rtol=1e-5, atol=1e-6)
+    gates = layer.gate_weights(X)
+    assert set(gates) == {"shared"}
+    np.testing.assert_allclose(gates["shared"], weights, rtol=1e-5, atol=1e-6)
+    # The shared gate is in the trunk: the cut is the mixture, and no head holds a variable.
+    assert len(layer.trunk(X)) == 1 and layer.head_layers() == [[], [], []]
+
+
+def test_omoe_round_trips_through_keras_file(tmp_path):
+    run_layer_saving_test(km.layers.OMoE(3, [4], num_tasks=2, gate="dselect"), (6,), tmp_path)

@@ -20,11 +20,14 @@ from tests.helpers import (
 
 
 def plain_autodiff_gradients(model, x, y, weights=(1.0, 1.0)):
-    """Reference: Σ_k w_k L_k of an ordinary (undetached) forward pass, by tf autodiff."""
+    """Reference: Σ_k w_k L_k (+ the layer losses) of an ordinary (undetached) forward pass, by
+    tf autodiff."""
     with tf.GradientTape() as tape:
-        logits = model.forward(x, training=True).logits
-        losses = model.task_loss_function(y, logits).stacked
+        forward = model.forward(x, training=True)
+        losses = model.task_loss_function(y, forward.logits).stacked
         total = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
+        if forward.auxiliary is not None:  # layer losses (DSelect-k), weight 1 at every level
+            total += forward.auxiliary
     return tape.gradient(total, model.trainable_variables)
 
 
