@@ -168,9 +168,8 @@ def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
     @tf.function(jit_compile=jit_compile)
     def floor(x, y):
         with tf.GradientTape(persistent=True) as tape:
-            forward = model.forward(x, training=True, detach_cut=True)
+            forward = model.forward(x, training=True, detach_cut=True, watch=tape.watch)
             cut, leaves = forward.cut, forward.leaves
-            tape.watch(leaves)
             # One scalar per task, each from its own task's terms only: differentiating one
             # touches that task's head alone (not all K with zero gradients).
             losses = list(model.task_loss_function(y, forward.logits, features=x).weighted)

@@ -70,8 +70,12 @@ class TapedPass(NamedTuple):
     auxiliary: tf.Tensor | None = None
 
 
-# `run(detach_cut, factored)` performs the forward pass and the losses (on the caller's tape).
-ForwardPass = Callable[[bool, bool], TapedPass]
+# `run(detach_cut, factored, watch)` performs the forward pass and the losses (on the caller's
+# tape). With `detach_cut`, it must hand its stop-gradient copies of the cut to `watch` (when not
+# None) as soon as they exist, before the heads read them: an op that reads only such a copy
+# (a slice, a reshape, a scaling — no variable involved) is recorded only if the copy is watched
+# by then, and a copy watched later would silently lose the gradient through it.
+ForwardPass = Callable[[bool, bool, Callable | None], TapedPass]
 
 
 class Extraction:
@@ -106,8 +110,7 @@ def extract(level: str, run: ForwardPass, partition: VariablePartition,
     # (and gathering across replicas) needs them dense.
     factored = level == "representation" and replica is None
     with tf.GradientTape(persistent=True) as tape:
-        taped = run(True, factored)
-        tape.watch(taped.leaves)
+        taped = run(True, factored, tape.watch)
         losses = list(taped.losses)
         scaled_losses = losses if scale is None else [loss * scale for loss in losses]
     global_losses = global_sum(tf.stack(losses))
@@ -130,7 +133,7 @@ def extract(level: str, run: ForwardPass, partition: VariablePartition,
 
 def _losses_level(run, partition, scale) -> Extraction:
     with tf.GradientTape(persistent=True) as tape:
-        taped = run(False, False)
+        taped = run(False, False, None)
         losses = tf.stack(list(taped.losses))
     global_losses = global_sum(losses)
 
@@ -277,7 +280,7 @@ def _parameter_level(tape, taped, scaled_cut_rows, cut_rows, losses, partition, 
     term = None
     if hessian_run is not None:
         term = transference_hessian_term(
-            lambda: tf.stack(list(hessian_run(False, False).losses)), balanced)
+            lambda: tf.stack(list(hessian_run(False, False, None).losses)), balanced)
     layout = GradientLayout(segment_sizes=tuple(int(np.prod(v.shape)) for v in balanced))
 
     def chain(result):

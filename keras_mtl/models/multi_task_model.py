@@ -228,9 +228,11 @@ class MultiTaskModel(keras.Model):
         return balancer
 
     # ------------------------------------------------------------------------------ forward
-    def forward(self, inputs, training=False, detach_cut=False, factored=False) -> Forward:
-        """Logits and the cut. `detach_cut`: the heads read stop-gradient copies of the cut;
-        `factored`: also each task's gated readouts (`Backbone.factored_heads`).
+    def forward(self, inputs, training=False, detach_cut=False, factored=False,
+                watch=None) -> Forward:
+        """Logits and the cut. `detach_cut`: the heads read stop-gradient copies of the cut, handed
+        to `watch` (a tape's `watch`) before any head reads them; `factored`: also each task's
+        gated readouts (`Backbone.factored_heads`).
 
         `auxiliary`: the sum of the backbone's layer losses of this pass (`add_loss`, e.g. the
         DSelect-k regulariser; weight regularisers of its layers). They are not task losses: no
@@ -241,6 +243,8 @@ class MultiTaskModel(keras.Model):
         x = self.encoder(inputs)
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
+        if detach_cut and watch is not None:
+            watch(leaves)
         readouts = None
         if factored:
             task_repr, _, readouts = self.backbone.factored_heads(leaves, training=training)
@@ -289,8 +293,9 @@ class MultiTaskModel(keras.Model):
 
     def _extract(self, level, x, y, sample_weight, training, hessian_term=False) -> Extraction:
         """`keras_mtl.gradients.extract` on this model's forward pass and task losses."""
-        def run(detach_cut: bool, factored: bool) -> TapedPass:
-            forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored)
+        def run(detach_cut: bool, factored: bool, watch=None) -> TapedPass:
+            forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored,
+                                   watch=watch)
             terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
             return TapedPass(terms.weighted, forward.cut, forward.leaves, forward.readouts,
                              (terms, forward.logits), forward.auxiliary)

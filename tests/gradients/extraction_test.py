@@ -19,16 +19,18 @@ IDS = tf.constant([0, 3, 3, 1])
 TARGETS = [tf.constant(RNG.normal(size=(4,)), tf.float32) for _ in range(2)]
 
 
-def losses_and_cut(detach_cut=False):
+def losses_and_cut(detach_cut=False, watch=None):
     cut = tf.matmul(X, TRUNK) + tf.gather(TABLE, IDS)  # [4, 2]
     leaves = tf.stop_gradient(cut) if detach_cut else cut
+    if detach_cut and watch is not None:
+        watch([leaves])
     losses = [0.5 * tf.reduce_mean(tf.square(tf.linalg.matvec(leaves, h) - t))
               for h, t in zip(HEADS, TARGETS, strict=True)]
     return losses, cut, leaves
 
 
-def run(detach_cut, factored):
-    losses, cut, leaves = losses_and_cut(detach_cut)
+def run(detach_cut, factored, watch=None):
+    losses, cut, leaves = losses_and_cut(detach_cut, watch)
     return TapedPass(losses, [cut], [leaves], None, outputs="passed through")
 
 
@@ -86,6 +88,23 @@ def test_representation_level_blocks_are_the_cut_gradients_and_chain_once():
     combined = [0.3 * blocks[0][0] + 1.5 * blocks[1][0]]
     grads = extraction.chain(result(combined, [1.0, 1.0], [0.3, 1.5]))
     assert_close(grads, reference([0.3, 1.5], [1.0, 1.0]))
+
+
+def test_a_head_op_without_variables_keeps_its_cut_gradient():
+    """A head that first transforms the cut with no variable involved (here: scales it) is only
+    recorded if the detached cut is watched before the head runs (`ForwardPass`' contract)."""
+    def scaled_run(detach_cut, factored, watch=None):
+        cut = tf.matmul(X, TRUNK)
+        leaves = tf.stop_gradient(cut) if detach_cut else cut
+        if detach_cut and watch is not None:
+            watch([leaves])
+        doubled = 2.0 * leaves  # reads only the copy: no variable
+        losses = [tf.reduce_sum(tf.linalg.matvec(doubled, h)) for h in HEADS]
+        return TapedPass(losses, [cut], [leaves])
+
+    blocks = extract("representation", scaled_run, partition()).task_gradients.blocks
+    for row, head in zip(blocks, HEADS, strict=True):
+        np.testing.assert_allclose(row[0], np.tile(2.0 * head.numpy(), (4, 1)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("dense_tables", [False, True])
