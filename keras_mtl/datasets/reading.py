@@ -62,10 +62,11 @@ def header(path: str) -> list[str]:
 
 def read_csv(path: str, columns: Sequence[str], *, integer: Sequence[str] = (),
              floating: Sequence[str] = (), text: Sequence[str] = (), max_rows: int | None = None,
-             chunk_rows: int = CHUNK_ROWS) -> pd.DataFrame:
+             chunk_rows: int = CHUNK_ROWS, keep=None) -> pd.DataFrame:
     """The `columns` of a CSV file with a header, read in chunks of `chunk_rows` rows and stopped
     after `max_rows`: `integer` columns as int64 codes, `floating` ones as float32, `text` ones as
-    strings (every other listed column as pandas reads it).
+    strings (every other listed column as pandas reads it). `keep(chunk)`, if given, returns the
+    boolean mask of a checked chunk's rows to keep (e.g. the videos a log names).
 
     Raises:
         ValueError: naming the file and the missing columns, or the file, column, line number and
@@ -89,7 +90,7 @@ def read_csv(path: str, columns: Sequence[str], *, integer: Sequence[str] = (),
         for name in floating:
             chunk[name] = _numbers(chunk[name], path, name, first_line, whole=False)
         rows += len(chunk)
-        frames.append(chunk)
+        frames.append(chunk if keep is None else chunk[np.asarray(keep(chunk), bool)])
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype=np.float32) for c in columns})
     return pd.concat(frames, ignore_index=True)[list(columns)]
