@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from keras_mtl.datasets.aliexpress import check_labels
 from keras_mtl.datasets.base import MultiTaskDataset, split_frame
 from keras_mtl.datasets.reading import (
     CONVERSION_MODES,
     CONVERSION_SPACES,
+    check_labels,
     check_max_rows,
     conversion_task,
     read_csv,

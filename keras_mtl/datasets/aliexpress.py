@@ -11,6 +11,7 @@ from keras_mtl.datasets.base import MultiTaskDataset, split_frame
 from keras_mtl.datasets.reading import (
     CONVERSION_MODES,
     CONVERSION_SPACES,
+    check_labels,
     check_max_rows,
     conversion_task,
     read_csv,
@@ -113,16 +114,6 @@ def read_aliexpress_file(path: str, max_rows: int | None = None) -> pd.DataFrame
             raise ValueError(f"{path}, column {column!r}: negative code {frame[column].min()} "
                              "(the fields are non-negative integer codes).")
     return frame
-
-
-def check_labels(frame: pd.DataFrame, path: str, labels) -> None:
-    """0/1 labels only; the error names the file, the column and the line of the first other."""
-    for column in labels:
-        values = frame[column].to_numpy()
-        bad = np.flatnonzero((values != 0) & (values != 1))
-        if bad.size:
-            raise ValueError(f"{path}, line {bad[0] + 2}, column {column!r}: label "
-                             f"{values[bad[0]].item()!r} is not 0 or 1 ({bad.size} such rows).")
 
 
 def _files(path: str, country: str) -> tuple[str, str]:

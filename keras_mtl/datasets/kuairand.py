@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from keras_mtl.datasets.base import MultiTaskDataset, split_frame
-from keras_mtl.datasets.reading import check_max_rows, read_csv
+from keras_mtl.datasets.reading import check_labels, check_max_rows, read_csv
 from keras_mtl.features import Categorical, FeatureSpec, MultiValued, Numeric
 from keras_mtl.tasks import Task
 
@@ -96,12 +96,7 @@ def load_kuairand(
     frames, remaining = [], max_rows
     for log in logs:
         frame = read_csv(log, LOG_COLUMNS, integer=LOG_COLUMNS, max_rows=remaining)
-        for column in BINARY_SIGNALS:
-            values = frame[column].to_numpy()
-            bad = np.flatnonzero((values != 0) & (values != 1))
-            if bad.size:
-                raise ValueError(f"{log}, line {bad[0] + 2}, column {column!r}: "
-                                 f"{values[bad[0]].item()!r} is not 0 or 1.")
+        check_labels(frame, log, BINARY_SIGNALS)
         frames.append(frame)
         if remaining is not None:
             remaining -= len(frame)

@@ -109,6 +109,16 @@ def _numbers(cells: pd.Series, path: str, column: str, first_line: int, whole: b
     return values.to_numpy(np.int64 if whole else np.float32)
 
 
+def check_labels(frame: pd.DataFrame, path: str, labels) -> None:
+    """0/1 labels only; the error names the file, the column and the line of the first other."""
+    for column in labels:
+        values = frame[column].to_numpy()
+        bad = np.flatnonzero((values != 0) & (values != 1))
+        if bad.size:
+            raise ValueError(f"{path}, line {bad[0] + 2}, column {column!r}: label "
+                             f"{values[bad[0]].item()!r} is not 0 or 1 ({bad.size} such rows).")
+
+
 def validation_split(frame: pd.DataFrame, fraction: float, seed: int):
     """A seeded random `fraction` of `frame`'s rows as validation, the rest as train (both in file
     order), for data sets released as train and test files only."""

@@ -130,7 +130,7 @@ def test_malformed_files_name_the_file_column_and_line(tmp_path):
         load_kuairand(root)
     frame.loc[6, "long_view"] = 3
     frame.to_csv(log, index=False)
-    with pytest.raises(ValueError, match=r"line 8, column 'long_view': 3 is not 0 or 1"):
+    with pytest.raises(ValueError, match=r"line 8, column 'long_view': label 3 is not 0 or 1"):
         load_kuairand(root)
     frame.loc[6, "long_view"] = 1
     frame.to_csv(log, index=False)
