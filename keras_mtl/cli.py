@@ -19,7 +19,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_mtl.benchmarks.presets import ARCHITECTURES as BACKBONES  # noqa: E402
 
-DATASETS = ("synthetic", "census-income")
+DATASETS = ("synthetic", "census-income", "ali-ccp", "aliexpress", "kuairand")
+# Data sets with no public download: `--data-path` names their files.
+LOCAL_ONLY = {"ali-ccp": "load_ali_ccp", "aliexpress": "load_aliexpress",
+              "kuairand": "load_kuairand"}
 
 
 def parse_task(text: str):
@@ -90,7 +93,25 @@ def load_dataset(args: argparse.Namespace):
     if args.dataset == "synthetic":
         return datasets.make_synthetic(num_examples=args.num_examples,
                                        correlation=args.correlation, seed=args.seed)
-    return datasets.load_census_income(path=args.data_path, seed=args.seed)
+    if args.dataset in LOCAL_ONLY:
+        if not args.data_path:
+            raise SystemExit(f"--dataset {args.dataset} needs --data-path: its files are not "
+                             "publicly downloadable (see datasets."
+                             f"{LOCAL_ONLY[args.dataset]}).")
+        options = {"path": args.data_path, "seed": args.seed, "max_rows": args.max_rows}
+        if args.dataset == "kuairand":
+            if args.task:
+                options["tasks"] = args.task
+            return datasets.load_kuairand(**options)
+        if args.task:
+            raise SystemExit(f"--task picks tasks of --data or --dataset kuairand; {args.dataset} "
+                             "has its two (use --conversion for how the second is trained).")
+        options["conversion"] = args.conversion
+        if args.dataset == "aliexpress":
+            return datasets.load_aliexpress(country=args.country, **options)
+        return datasets.load_ali_ccp(**options)
+    data = datasets.load_census_income(path=args.data_path, seed=args.seed)
+    return data.head(args.max_rows, seed=args.seed) if args.max_rows else data
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
@@ -301,13 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="Train a multi-task model and print per-task metrics.")
     p.add_argument("--dataset", choices=DATASETS, default="synthetic")
     p.add_argument("--data-path", default=None,
-                   help="Local data file/folder (census-income); default: download.")
+                   help="Local data file/folder of --dataset: census-income (default: download), "
+                        "ali-ccp, aliexpress, kuairand (required: no public download).")
+    p.add_argument("--max-rows", type=int, default=None,
+                   help="With --dataset: read at most this many rows per file (census-income: "
+                        "sample this many training rows), for quick runs.")
+    p.add_argument("--country", default="NL", choices=("NL", "ES", "FR", "US"),
+                   help="--dataset aliexpress: the country's files (AliExpress_<country>/).")
+    p.add_argument("--conversion", default="click", choices=("click", "esmm", "impressions"),
+                   help="--dataset ali-ccp / aliexpress: train the conversion task on clicked "
+                        "rows (sample space), ESMM-style over impressions, or over impressions.")
     p.add_argument("--data", default=None, metavar="FILES",
                    help="Train on your own Parquet/CSV/TFRecord files instead of --dataset: a "
                         "path, glob ('logs/*.parquet') or folder, streamed (keras_mtl.data."
                         "from_files). Needs --task; the spec is --spec or inferred.")
     p.add_argument("--task", action="append", metavar="NAME[:KIND][:KEY=VALUE]",
-                   help="With --data, a label column to train (repeatable): click, "
+                   help="With --data (or --dataset kuairand: is_click, long_view, is_like, "
+                        "watch_time, ...), a label column to train (repeatable): click, "
                         "watch_time:regression, purchase:sample_space=click, "
                         "purchase:esmm_parent=click, ctr:weight=0.5.")
     p.add_argument("--validation-data", default=None, metavar="FILES",
@@ -431,6 +462,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command(args)
     except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
+        print(f"keras-mtl {args.command}: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        from keras_mtl.datasets import DownloadError
+
+        if not isinstance(error, DownloadError):
+            raise
         print(f"keras-mtl {args.command}: {error}", file=sys.stderr)
         return 2
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 
-import keras
 import numpy as np
 import pandas as pd
 
 from keras_mtl.datasets.base import MultiTaskDataset, split_frame
+from keras_mtl.datasets.reading import download
 from keras_mtl.features import Categorical, FeatureSpec, Numeric
 from keras_mtl.tasks import Task
 
@@ -83,7 +83,8 @@ def load_census_income(
 
     Args:
         path: a local census-income file or a folder holding `census-income.test.gz`. Without it
-            the UCI file is downloaded with `keras.utils.get_file` (cached, sha256-checked).
+            the UCI file is downloaded with `keras.utils.get_file` (cached, sha256-checked); a
+            failed download raises `DownloadError` saying to pass `path=` (or `--data-path`).
         seed, fractions: the seeded row split into train/validation/test (default 80/10/10).
         embedding_dim: embedding width of every categorical column.
         verify_checksum: check a local file against the pinned sha256 (default: only when the file
@@ -93,10 +94,8 @@ def load_census_income(
     vocabularies and statistics taken from the train split only. Returns a `MultiTaskDataset`.
     """
     if path is None:
-        path = keras.utils.get_file(
-            "census-income.test.gz", URL, file_hash=SHA256, cache_dir=cache_dir,
-            cache_subdir="datasets/keras_mtl",
-        )
+        path = download("census-income.test.gz", URL, SHA256, loader="load_census_income",
+                        cache_dir=cache_dir)
     elif os.path.isdir(path):
         path = os.path.join(path, "census-income.test.gz")
     if not os.path.exists(path):

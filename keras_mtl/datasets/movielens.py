@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from keras_mtl.datasets.base import MultiTaskDataset, split_frame
+from keras_mtl.datasets.reading import DownloadError
 from keras_mtl.features import PADDING, Categorical, FeatureSpec, IntegerId, Numeric, Sequence
 from keras_mtl.tasks import Task
 
@@ -91,16 +92,19 @@ def load_movielens(
 
 
 def _tfds_columns(variant: str, data_dir: str | None, download: bool) -> dict:
-    import tensorflow_datasets as tfds
-
     try:
+        import tensorflow_datasets as tfds  # its import can fail too (importlib_resources)
+
         dataset = tfds.load(f"movielens/{variant}-ratings", split="train", data_dir=data_dir,
                             download=download)
     except Exception as error:  # TFDS raises connection, download and missing-module errors
-        raise RuntimeError(
-            f"MovieLens {variant} could not be loaded through TensorFlow Datasets ({error}). "
-            "Offline? Pass path= the folder (or zip) of GroupLens' files, e.g. "
-            f"load_movielens({variant!r}, path='ml-{variant}/').") from error
+        reason = " ".join(str(error).split())[:300]
+        raise DownloadError(
+            f"MovieLens {variant} could not be loaded through TensorFlow Datasets "
+            f"({type(error).__name__}: {reason}). Offline? pass path=... to load_movielens(), the "
+            f"folder (or zip) of GroupLens' files, e.g. load_movielens({variant!r}, "
+            f"path='ml-{variant}/') (or --movielens-path ... to keras-mtl bench --quality)."
+        ) from None
     columns: dict[str, list] = {}
     for batch in tfds.as_numpy(dataset.map(_first_genre).batch(65_536)):
         for key, values in batch.items():
