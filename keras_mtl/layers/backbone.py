@@ -75,6 +75,11 @@ class Backbone(keras.layers.Layer):
         self.num_tasks = num_tasks
         self._create_layers()
 
+    def set_feature_layout(self, layout) -> None:
+        """The model's encoded feature layout (`FeatureSpec.encoded_layout()`: name, width,
+        embedded per column block), set before the backbone is built. Backbones that read named
+        features (PEPNet's priors) need it; the others ignore it."""
+
     def _create_layers(self) -> None:
         raise NotImplementedError
 

@@ -124,6 +124,7 @@ class MultiTaskModel(keras.Model):
                 f"CustomBackbone) or a Keras layer to use as the trunk; got "
                 f"{type(backbone).__name__}."
             )
+        backbone.set_feature_layout(self.spec.encoded_layout())
         if backbone.num_tasks is None:
             backbone.set_num_tasks(len(self.tasks))
         elif backbone.num_tasks != len(self.tasks):
