@@ -38,6 +38,8 @@ BACKBONES = {
     "pepnet": lambda: km.layers.PEPNet(domain_features=["country"],
                                        prior_features=["user", "item_id"], tower_units=[6, 5],
                                        gate_units=4),
+    # Task-specific embeddings (one more encoder per task) and AFTB gates.
+    "stem": lambda: km.layers.STEM(num_shared_experts=2, num_task_experts=1, expert_units=[6]),
 }
 
 

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from keras_mtl.models import MultiTaskModel
 
 # In the CLI's order (its `--model` choices and help text list them so).
-ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home", "pepnet")
+ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home", "pepnet",
+                 "stem")
 # How tables and row labels name them.
 TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE",
           "dselect-mmoe": "MMoE (DSelect-k)", "omoe": "OMoE", "home": "HoME",
-          "pepnet": "PEPNet"}
+          "pepnet": "PEPNet", "stem": "STEM"}
 
 
 def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
@@ -33,7 +34,8 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
     tasks' semantics) gets half as shared experts per level plus one group and one task expert,
     with its feature-gates (rank 4) and normalised Swish experts. PEPNet (it needs `features`,
     the model's spec) gates its towers (PPNet, `expert_units` wide) by every embedded feature
-    and leaves EPNet off: which feature names the domain is the user's knowledge."""
+    and leaves EPNet off: which feature names the domain is the user's knowledge. STEM gets half
+    the budget as shared experts and one expert per task on its own embeddings."""
     from keras_mtl import layers
 
     units = [int(u) for u in expert_units]
@@ -54,6 +56,8 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
     if name == "home":
         return layers.HoME(shared_experts=shared, group_experts=1, task_experts=1,
                            expert_units=units)
+    if name == "stem":
+        return layers.STEM(num_shared_experts=shared, num_task_experts=1, expert_units=units)
     if name == "pepnet":
         if features is None:
             raise ValueError("The pepnet preset needs the feature spec (its priors).")

@@ -11,7 +11,8 @@ from keras_mtl.layers.omoe import OMoE
 from keras_mtl.layers.pepnet import GateNU, PEPNet
 from keras_mtl.layers.ple import CGC, PLE
 from keras_mtl.layers.shared_bottom import SharedBottom
+from keras_mtl.layers.stem import STEM
 
 __all__ = ["CGC", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
            "DotInteraction", "ExpertBank", "Gate", "GateNU", "HoME", "MMoE", "MixtureGate", "OMoE",
-           "PEPNet", "SharedBottom"]
+           "PEPNet", "STEM", "SharedBottom"]

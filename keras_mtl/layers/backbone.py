@@ -39,6 +39,10 @@ class Backbone(keras.layers.Layer):
     balanced at the parameter level and receive the chained update at the representation level.
     """
 
+    # True for a backbone that reads task-specific embeddings (STEM): the model then encodes the
+    # features K + 1 times (shared first, then one encoding per task) and concatenates them.
+    task_embeddings = False
+
     def __init__(self, num_tasks: int | None = None, bottom: keras.layers.Layer | dict | None = None,
                  **kwargs):
         super().__init__(**kwargs)
