@@ -34,6 +34,12 @@ BACKBONES = {
     # One meta-task group per task (the hierarchy mask is in use), feature-gates, batch norm.
     "home": lambda: km.layers.HoME(task_groups=[[0], [1]], shared_experts=2, expert_units=[6],
                                    feature_gate_rank=2),
+    # EPNet gated by the country, PPNet towers gated by the user and item embeddings.
+    "pepnet": lambda: km.layers.PEPNet(domain_features=["country"],
+                                       prior_features=["user", "item_id"], tower_units=[6, 5],
+                                       gate_units=4),
+    # Task-specific embeddings (one more encoder per task) and AFTB gates.
+    "stem": lambda: km.layers.STEM(num_shared_experts=2, num_task_experts=1, expert_units=[6]),
 }
 
 

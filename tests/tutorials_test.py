@@ -15,10 +15,11 @@ TUTORIALS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 NOTEBOOKS = sorted(glob.glob(os.path.join(TUTORIALS, "*.ipynb")))
 
 
-def test_there_are_six_tutorials_and_they_are_generated_from_the_builder(tmp_path):
+def test_there_are_seven_tutorials_and_they_are_generated_from_the_builder(tmp_path):
     assert [os.path.basename(p) for p in NOTEBOOKS] == [
         "01_quickstart.ipynb", "02_choosing_a_balancer.ipynb", "03_sample_spaces_funnel.ipynb",
-        "04_movielens_tfds.ipynb", "05_serving.ipynb", "06_own_ranker.ipynb"]
+        "04_movielens_tfds.ipynb", "05_serving.ipynb", "06_own_ranker.ipynb",
+        "07_objectives.ipynb"]
     # The committed notebooks are exactly what the builder writes (no hand edits that drift).
     copy = tmp_path / "tutorials"
     copy.mkdir()

@@ -16,20 +16,26 @@ if TYPE_CHECKING:
     from keras_mtl.models import MultiTaskModel
 
 # In the CLI's order (its `--model` choices and help text list them so).
-ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home")
+ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home", "pepnet",
+                 "stem")
 # How tables and row labels name them.
 TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE",
-          "dselect-mmoe": "MMoE (DSelect-k)", "omoe": "OMoE", "home": "HoME"}
+          "dselect-mmoe": "MMoE (DSelect-k)", "omoe": "OMoE", "home": "HoME",
+          "pepnet": "PEPNet", "stem": "STEM"}
 
 
-def make_backbone(name: str, expert_units: Sequence[int], num_experts: int) -> Backbone:
+def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
+                  features: Any = None) -> Backbone:
     """The backbone called `name`, with `num_experts` as the total expert budget: MMoE gets all of
     them; CGC and PLE (2 levels) get half as shared experts (at least one) plus one per task;
     Shared-Bottom is one MLP of `expert_units`. `dselect-mmoe` is MMoE with DSelect-k gates at
     their defaults (k = 2, γ = 1, no entropy term: the official gate's defaults); OMoE gets all
     the experts under its one gate; HoME (one meta-task group: the preset cannot know the
     tasks' semantics) gets half as shared experts per level plus one group and one task expert,
-    with its feature-gates (rank 4) and normalised Swish experts."""
+    with its feature-gates (rank 4) and normalised Swish experts. PEPNet (it needs `features`,
+    the model's spec) gates its towers (PPNet, `expert_units` wide) by every embedded feature
+    and leaves EPNet off: which feature names the domain is the user's knowledge. STEM gets half
+    the budget as shared experts and one expert per task on its own embeddings."""
     from keras_mtl import layers
 
     units = [int(u) for u in expert_units]
@@ -50,6 +56,13 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int) -> B
     if name == "home":
         return layers.HoME(shared_experts=shared, group_experts=1, task_experts=1,
                            expert_units=units)
+    if name == "stem":
+        return layers.STEM(num_shared_experts=shared, num_task_experts=1, expert_units=units)
+    if name == "pepnet":
+        if features is None:
+            raise ValueError("The pepnet preset needs the feature spec (its priors).")
+        priors = [n for n, _, embedded in features.encoded_layout() if embedded]
+        return layers.PEPNet(prior_features=priors, tower_units=units)
     raise ValueError(f"Unknown model {name!r}; expected one of {ARCHITECTURES}.")
 
 
@@ -59,7 +72,8 @@ def build_model(architecture: str, features: Any, tasks: Sequence[Any], expert_u
     from keras_mtl.models import MultiTaskModel
 
     return MultiTaskModel(features=features, tasks=tasks,
-                          backbone=make_backbone(architecture, expert_units, num_experts),
+                          backbone=make_backbone(architecture, expert_units, num_experts,
+                                                 features),
                           tower_units=list(tower_units))
 
 

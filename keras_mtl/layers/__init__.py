@@ -8,9 +8,11 @@ from keras_mtl.layers.interaction import DotInteraction
 from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.mmoe import MMoE
 from keras_mtl.layers.omoe import OMoE
+from keras_mtl.layers.pepnet import GateNU, PEPNet
 from keras_mtl.layers.ple import CGC, PLE
 from keras_mtl.layers.shared_bottom import SharedBottom
+from keras_mtl.layers.stem import STEM
 
 __all__ = ["CGC", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
-           "DotInteraction", "ExpertBank", "Gate", "HoME", "MMoE", "MixtureGate", "OMoE",
-           "SharedBottom"]
+           "DotInteraction", "ExpertBank", "Gate", "GateNU", "HoME", "MMoE", "MixtureGate", "OMoE",
+           "PEPNet", "STEM", "SharedBottom"]

@@ -39,6 +39,10 @@ class Backbone(keras.layers.Layer):
     balanced at the parameter level and receive the chained update at the representation level.
     """
 
+    # True for a backbone that reads task-specific embeddings (STEM): the model then encodes the
+    # features K + 1 times (shared first, then one encoding per task) and concatenates them.
+    task_embeddings = False
+
     def __init__(self, num_tasks: int | None = None, bottom: keras.layers.Layer | dict | None = None,
                  **kwargs):
         super().__init__(**kwargs)
@@ -74,6 +78,11 @@ class Backbone(keras.layers.Layer):
             raise ValueError("set_num_tasks must be called before the backbone is built.")
         self.num_tasks = num_tasks
         self._create_layers()
+
+    def set_feature_layout(self, layout) -> None:
+        """The model's encoded feature layout (`FeatureSpec.encoded_layout()`: name, width,
+        embedded per column block), set before the backbone is built. Backbones that read named
+        features (PEPNet's priors) need it; the others ignore it."""
 
     def _create_layers(self) -> None:
         raise NotImplementedError

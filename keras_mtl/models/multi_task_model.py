@@ -124,6 +124,7 @@ class MultiTaskModel(keras.Model):
                 f"CustomBackbone) or a Keras layer to use as the trunk; got "
                 f"{type(backbone).__name__}."
             )
+        backbone.set_feature_layout(self.spec.encoded_layout())
         if backbone.num_tasks is None:
             backbone.set_num_tasks(len(self.tasks))
         elif backbone.num_tasks != len(self.tasks):
@@ -132,6 +133,10 @@ class MultiTaskModel(keras.Model):
                 f"{len(self.tasks)}: {self.task_names}."
             )
         self.backbone = backbone
+        # STEM-like backbones read task-specific embeddings beside the shared ones: one more
+        # encoder (its own tables, the same features) per task, after the shared one.
+        self.task_encoders = [FeatureEncoder(self.spec, name=f"{t.name}_features")
+                              for t in self.tasks] if backbone.task_embeddings else []
         self.towers = [
             MLP(self.tower_units, tower_activation, name=f"{t.name}_tower") for t in self.tasks
         ]
@@ -153,10 +158,12 @@ class MultiTaskModel(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        if not self.encoder.built:
-            self.encoder.build()
+        for encoder in (self.encoder, *self.task_encoders):
+            if not encoder.built:
+                encoder.build()
         if not self.backbone.built:  # a deserialised backbone arrives built (its build_config)
-            self.backbone.build((None, self.encoder.output_dim))
+            width = self.encoder.output_dim * (1 + len(self.task_encoders))
+            self.backbone.build((None, width))
         self._num_cut_tensors = len(self.forward(self._example_features()).cut)
 
     def build_from_config(self, config):
@@ -172,9 +179,23 @@ class MultiTaskModel(keras.Model):
         head_layers += list(self.towers) + list(self.logit_layers)
         return partition_variables(
             self.trainable_variables,
-            shared=self.encoder.trainable_variables + self.backbone.trainable_variables,
+            shared=[v for encoder in self.encoders for v in encoder.trainable_variables]
+            + self.backbone.trainable_variables,
             heads=[v for layer in head_layers for v in layer.trainable_variables],
-            tables=self.encoder.embedding_tables, dense_tables=self.dense_embedding_gradients)
+            tables=[t for encoder in self.encoders for t in encoder.embedding_tables],
+            dense_tables=self.dense_embedding_gradients)
+
+    @property
+    def encoders(self) -> list:
+        """The shared feature encoder, then the task-specific ones (STEM) if any."""
+        return [self.encoder, *self.task_encoders]
+
+    def encode(self, inputs):
+        """The backbone's input: the encoded features, followed by each task's own encoding when
+        the backbone reads task-specific embeddings (`Backbone.task_embeddings`)."""
+        if not self.task_encoders:
+            return self.encoder(inputs)
+        return tf.concat([encoder(inputs) for encoder in self.encoders], axis=-1)
 
     @property
     def shared_variables(self) -> list:
@@ -240,7 +261,7 @@ class MultiTaskModel(keras.Model):
         depend on (`keras_mtl.gradients.extract`). A DSelect-k gate's regulariser depends on that
         gate's parameters only, so a task's gate is trained on its task's balanced gradient plus
         its own regulariser, and no shared parameter receives any of it."""
-        x = self.encoder(inputs)
+        x = self.encode(inputs)
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
         if detach_cut and watch is not None:
@@ -270,7 +291,7 @@ class MultiTaskModel(keras.Model):
 
     def gate_weights(self, inputs) -> dict:
         """Every gate's weights for the rows of `inputs`, keyed with task names."""
-        gates = self.backbone.gate_weights(self.encoder(inputs))
+        gates = self.backbone.gate_weights(self.encode(inputs))
         renamed = {}
         for key, value in gates.items():
             for k, name in enumerate(self.task_names):

@@ -168,7 +168,13 @@ def ziln_loss(labels, logits) -> tf.Tensor:
         ℓ = BCE(1[y > 0], z₀) + 1[y > 0]·(log y + log σ + ½ log 2π + (log y − μ)²/(2σ²)),
 
     the cross-entropy of whether the value is non-zero plus, for non-zero values, the
-    log-normal's negative log-density with μ = z₁ and σ = softplus(z₂) (see `ziln_parameters`)."""
+    log-normal's negative log-density with μ = z₁ and σ = softplus(z₂) (see `ziln_parameters`).
+
+    Only non-zero rows train μ and σ. When they are rare (a purchase value on 1 % of
+    impressions), the μ and σ the network extrapolates to the other rows are barely constrained,
+    and the mean p·exp(μ + σ²/2), exponential in both, can come out orders of magnitude off (read
+    the task's `pcoc`). Model the value of a rare event conditionally then (a sample space on
+    the event)."""
     positive = labels > 0
     classification = tf.nn.sigmoid_cross_entropy_with_logits(
         labels=tf.cast(positive, logits.dtype), logits=logits[:, 0])
