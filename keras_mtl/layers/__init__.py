@@ -10,7 +10,8 @@ from keras_mtl.layers.mmoe import MMoE
 from keras_mtl.layers.omoe import OMoE
 from keras_mtl.layers.ple import CGC, PLE
 from keras_mtl.layers.shared_bottom import SharedBottom
+from keras_mtl.layers.task_graph import AITM, DBMTL, TaskGraph
 
-__all__ = ["CGC", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
+__all__ = ["AITM", "CGC", "DBMTL", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
            "DotInteraction", "ExpertBank", "Gate", "HoME", "MMoE", "MixtureGate", "OMoE",
-           "SharedBottom"]
+           "SharedBottom", "TaskGraph"]
