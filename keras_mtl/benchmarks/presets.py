@@ -67,14 +67,16 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
 
 
 def build_model(architecture: str, features: Any, tasks: Sequence[Any], expert_units: Sequence[int],
-                num_experts: int, tower_units: Sequence[int] = (32,)) -> MultiTaskModel:
-    """A `MultiTaskModel` on `make_backbone(architecture, expert_units, num_experts)`."""
+                num_experts: int, tower_units: Sequence[int] = (32,),
+                task_graph: Any = None) -> MultiTaskModel:
+    """A `MultiTaskModel` on `make_backbone(architecture, expert_units, num_experts)`, with
+    `task_graph` (AITM, DBMTL) when given."""
     from keras_mtl.models import MultiTaskModel
 
     return MultiTaskModel(features=features, tasks=tasks,
                           backbone=make_backbone(architecture, expert_units, num_experts,
                                                  features),
-                          tower_units=list(tower_units))
+                          tower_units=list(tower_units), task_graph=task_graph)
 
 
 def parse_balancer(spec: str) -> tuple[str, dict]:

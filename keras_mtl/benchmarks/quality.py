@@ -12,7 +12,10 @@ Three experiments, each a table of mean ± std over seeds on held-out data:
 2. **Synthetic correlation sweep** (MMoE, Ma et al. 2018, §3.2): tasks whose weight vectors have
    cosine p ∈ {0.5, 0.9, 1.0}; Shared-Bottom vs MMoE vs PLE, test MSE per task.
 3. **Funnel** (impression → click → purchase, purchases observed only after a click): PLE with the
-   purchase task on its sample space (clicked rows), balancers side by side, plus ESMM.
+   purchase task on its sample space (clicked rows), balancers side by side, DBMTL (purchase
+   reading the click head) on the same sample space, plus ESMM and ESCM² (IPS, DR) over the
+   entire space. AITM is not in it: it trains on end-to-end labels and predicts
+   p(click ∧ purchase), not the pCVR this table scores on clicked rows.
 4. **Watch time** (`watch-time`, not in the default set): the funnel plus seconds watched after a
    click; PLE + ew without a watch-time task, then with one trained as weighted logistic
    regression and as squared error (each on seconds and with `label_scale`), and on
@@ -219,18 +222,24 @@ def _summary(values: Sequence[float]) -> dict:
 
 
 # ---------------------------------------------------------------------------------- experiments
-def _model_builder(data, tasks, architecture, num_experts=4, units=(64,), tower_units=(32,)):
-    """A fresh `presets` model per call (a row rebuilds it for every seed and learning rate)."""
+def _model_builder(data, tasks, architecture, num_experts=4, units=(64,), tower_units=(32,),
+                   task_graph: Callable | None = None):
+    """A fresh `presets` model per call (a row rebuilds it for every seed and learning rate);
+    `task_graph`: a function returning a fresh task graph (AITM, DBMTL) for the model."""
     def build():
-        return presets.build_model(architecture, data.features, tasks, expert_units=units,
-                                   num_experts=num_experts, tower_units=tower_units)
+        model = presets.build_model(architecture, data.features, tasks, expert_units=units,
+                                    num_experts=num_experts, tower_units=tower_units,
+                                    task_graph=None if task_graph is None else task_graph())
+        return model
     return build
 
 
-def _auc_rows(data, rows: Sequence[tuple[str, str, str]], budget: Budget, single_task: bool,
+def _auc_rows(data, rows: Sequence[tuple], budget: Budget, single_task: bool,
               log: Callable[[str], None]) -> list[dict]:
-    """`rows`: (label, architecture, balancer). Adds a single-task row (one model per task) first
-    when asked, and every row's per-task gain over it."""
+    """`rows`: (label, architecture, balancer), or with a fourth element, a dict of `tasks` (in
+    place of the data's) and/or `task_graph` (a function returning a fresh one). Adds a
+    single-task row (one model per task) first when asked, and every row's per-task gain over
+    it."""
     results = []
     names = [t.name for t in data.tasks]
     if single_task:
@@ -250,16 +259,18 @@ def _auc_rows(data, rows: Sequence[tuple[str, str, str]], budget: Budget, single
                         **{k: _summary(v) for k, v in values.items()}})
         log(_progress(results[-1], names))
     picked = {}  # architecture → the learning rate its ew row picked
-    for label, architecture, balancer in rows:
+    for label, architecture, balancer, *extra in rows:
+        extra = extra[0] if extra else {}
+        tasks, graph = extra.get("tasks", data.tasks), extra.get("task_graph")
         # Balancers train at the rate tuned for their architecture with ew: under Adam a
         # balancer's overall gradient scale barely matters, and a shared rate keeps the
         # comparison about the weighting (and saves a run per row).
         row_budget = budget
         if balancer != "ew" and architecture in picked:
             row_budget = dataclasses.replace(budget, learning_rates=(picked[architecture],))
-        out = _run_row(lambda a=architecture, b=balancer: _Row(
-            _model_builder(data, data.tasks, a), b, jit_compile=False),
-            data, data.tasks, row_budget, "auc", higher_is_better=True)
+        out = _run_row(lambda a=architecture, b=balancer, t=tasks, g=graph: _Row(
+            _model_builder(data, t, a, task_graph=g), b, jit_compile=False),
+            data, tasks, row_budget, "auc", higher_is_better=True)
         if balancer == "ew":
             picked.setdefault(architecture, out["learning_rate"])
         results.append({"row": label, "architecture": architecture, "balancer": balancer,
@@ -350,14 +361,22 @@ def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
     esmm = datasets.make_funnel(seed=0, esmm=True)
     if budget.max_train_rows:
         plain, esmm = plain.head(budget.max_train_rows), esmm.head(budget.max_train_rows)
+    from keras_mtl.layers import DBMTL
+    from keras_mtl.tasks import Task
+
     rows = [(f"PLE + {b} (sample space)", "ple", b) for b in balancers]
+    rows.append(("PLE + ew, DBMTL purchase ← click (sample space)", "ple", "ew",
+                 {"task_graph": lambda: DBMTL({"purchase": ["click"]}, relation_units=[32])}))
     results = _auc_rows(plain, rows, budget, single_task=True, log=log)
-    results += _auc_rows(esmm, [("PLE + ew (ESMM)", "ple", "ew")], budget, single_task=False,
-                         log=log)
+    escm2 = [(f"PLE + ew (ESCM²-{v.upper()}, λ_c = 0.1)", "ple", "ew",
+              {"tasks": [Task("click"), Task("purchase", esmm_parent="click", counterfactual=v)]})
+             for v in ("ips", "dr")]
+    results += _auc_rows(esmm, [("PLE + ew (ESMM)", "ple", "ew"), *escm2], budget,
+                         single_task=False, log=log)
     base = results[0]
-    for name in ("click", "purchase"):  # the ESMM row's gain over the same single-task models
-        results[-1][f"{name}_gain"] = results[-1][f"{name}_auc"]["mean"] - base[
-            f"{name}_auc"]["mean"]
+    for row in results[-3:]:  # the entire-space rows' gains over the same single-task models
+        for name in ("click", "purchase"):
+            row[f"{name}_gain"] = row[f"{name}_auc"]["mean"] - base[f"{name}_auc"]["mean"]
     return {"data": plain.description, "budget": dataclasses.asdict(budget), "rows": results,
             "note": "purchase AUC is measured on clicked test rows (where a purchase can be "
                     "observed) for every row, ESMM's included."}

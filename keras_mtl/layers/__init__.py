@@ -12,7 +12,8 @@ from keras_mtl.layers.pepnet import GateNU, PEPNet
 from keras_mtl.layers.ple import CGC, PLE
 from keras_mtl.layers.shared_bottom import SharedBottom
 from keras_mtl.layers.stem import STEM
+from keras_mtl.layers.task_graph import AITM, DBMTL, TaskGraph
 
-__all__ = ["CGC", "MLP", "PLE", "Backbone", "CrossNetwork", "CustomBackbone", "DSelectGate",
-           "DotInteraction", "ExpertBank", "Gate", "GateNU", "HoME", "MMoE", "MixtureGate", "OMoE",
-           "PEPNet", "STEM", "SharedBottom"]
+__all__ = ["AITM", "CGC", "DBMTL", "MLP", "PLE", "STEM", "Backbone", "CrossNetwork",
+           "CustomBackbone", "DSelectGate", "DotInteraction", "ExpertBank", "Gate", "GateNU",
+           "HoME", "MMoE", "MixtureGate", "OMoE", "PEPNet", "SharedBottom", "TaskGraph"]

@@ -1,8 +1,9 @@
-"""Per-task losses: labels, missing-label masks, sample spaces and ESMM's entire-space loss."""
+"""Per-task losses: labels, missing-label masks, sample spaces, ESMM's entire-space loss, ESCM²'s
+counterfactual regulariser and per-row terms a task graph adds (AITM's calibrator)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import tensorflow as tf
@@ -40,12 +41,19 @@ class TaskLosses(NamedTuple):
 
 class TaskLossFunction:
     """The tasks' losses from labels and logits (`[batch]` per task, `[batch, outputs]` for a kind
-    with several outputs). `features` are needed only by ranking losses (their groups)."""
+    with several outputs). `features` are needed only by ranking losses (their groups);
+    `imputations` (per task, None for most) only by ESCM²-DR tasks: their imputation tower's
+    predicted CVR error `[batch]`.
 
-    def __init__(self, tasks: Sequence[Task]):
+    `row_terms`: None, or a function of the K logits returning `{task index: [batch] term}`,
+    each added to that task's per-row loss before its mask and mean (AITM's calibrator,
+    `layers.AITM.row_terms`): part of the task's loss, so every balancer level sees it."""
+
+    def __init__(self, tasks: Sequence[Task], row_terms: Callable | None = None):
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
         self.factors = [float(t.weight) for t in self.tasks]
+        self.row_terms = row_terms
 
     def labels(self, y) -> dict:
         """`y` as `{task: [batch] float32}`, with a clear error for a wrong dict or shape."""
@@ -73,8 +81,9 @@ class TaskLossFunction:
         return labels
 
     def __call__(self, y, logits: Sequence[tf.Tensor], sample_weight=None,
-                 features=None) -> TaskLosses:
+                 features=None, imputations: Sequence | None = None) -> TaskLosses:
         labels = self.labels(y)
+        extra = self.row_terms(list(logits)) if self.row_terms is not None else {}
         present = {t.name: t.present_mask(labels[t.name]) for t in self.tasks}
         clean = {n: tf.where(present[n], labels[n], 0.0) for n in labels}
         row_weights = self.row_weights(sample_weight)
@@ -90,11 +99,24 @@ class TaskLossFunction:
                 # Every impression with a click label; unclicked rows have label 0 whatever the
                 # conversion column says, clicked rows need their conversion label.
                 mask = present[parent] & (present[task.name] | ~clicked)
-                per_example = esmm_cross_entropy(
-                    tf.where(clicked, clean[task.name], 0.0),
-                    logits[self.names.index(parent)], logit)
+                conversion = tf.where(clicked, clean[task.name], 0.0)
+                parent_logit = logits[self.names.index(parent)]
+                per_example = esmm_cross_entropy(conversion, parent_logit, logit)
+                if task.counterfactual is not None:  # ESCM²: L_CTCVR + λ_c · R
+                    imputed = None
+                    if task.counterfactual == "dr":
+                        imputed = None if imputations is None else imputations[
+                            self.names.index(task.name)]
+                        if imputed is None:
+                            raise ValueError(f"Task {task.name!r} is ESCM²-DR: its loss needs the "
+                                             "imputation tower's output (imputations=).")
+                    per_example += task.counterfactual_weight * counterfactual_risk(
+                        task.counterfactual, clicked, conversion, parent_logit, logit, imputed)
             elif task.ranking_loss is None:
                 per_example = task.per_example_loss(clean[task.name], logit)
+            k = self.names.index(task.name)
+            if k in extra:
+                per_example = per_example + extra[k]
             weight = tf.cast(mask, tf.float32)
             if row_weight is not None:
                 weight *= row_weight
@@ -174,6 +196,47 @@ def esmm_cross_entropy(labels, parent_logits, logits) -> tf.Tensor:
     log_p = -tf.nn.softplus(-parent_logits) - tf.nn.softplus(-logits)  # log σ(a) + log σ(b)
     log_not_p = tf.math.log(-tf.math.expm1(tf.minimum(log_p, -1e-7)))  # log(1 − p)
     return -(labels * log_p + (1.0 - labels) * log_not_p)
+
+
+# ESCM²'s official code (PaddleRec `models/multitask/escm2`, IPS) clips the inverse propensity
+# at 15 ("online trick"): a row with pCTR < 1/15 weighs as one with pCTR = 1/15.
+MAX_INVERSE_PROPENSITY = 15.0
+
+
+def counterfactual_risk(variant: str, clicked, labels, parent_logits, logits,
+                        imputed=None) -> tf.Tensor:
+    """ESCM²'s counterfactual CVR risk per impression row (Wang et al., "ESCM²: Entire Space
+    Counterfactual Multi-Task Model for Post-Click Conversion Rate Estimation", SIGIR'22, §4).
+
+    With o the click indicator, t̂ = pCTR the propensity, e = CE(pCVR, conversion label) the CVR
+    error (it matters only where o = 1) and ê the imputation tower's predicted error:
+
+        IPS:  R_IPS = 1/|D| Σ_D o·e / t̂
+        DR:   R_DR  = 1/|D| Σ_D [ ê + o·(e − ê) / t̂ ]   plus the imputation loss
+              L_IMP = 1/|D| Σ_D o·(e − ê)² / t̂          (trained jointly, in the same term)
+
+    This returns the bracketed per-row summands (IPS: o·e/t̂; DR: ê + o·δ/t̂ + o·δ²/t̂ with
+    δ = e − ê); the caller takes the mean over the task's rows D (every impression with a click
+    label). Choices the paper leaves open, and ours:
+    - the propensity is `stop_gradient(max(pCTR, 1/15))`: a constant weight, as the official
+      code's IPS variant makes it (`IPS.stop_gradient = True`, clipped at 15). Its DR variant
+      lets the gradient through (floor 1e-6); we stop it there too, because ∂(o·e/t̂)/∂t̂ < 0
+      rewards pushing pCTR up on clicked rows for no reason but shrinking the regulariser, and
+      keep the same clip for both;
+    - ê's link is softplus (an error is >= 0 and unbounded; the official code uses a sigmoid,
+      which caps the imputed error at 1), applied by the model's imputation head;
+    - L_IMP trains ê and the CVR head jointly with R_DR under the same weight λ_c, as the
+      official code does (no alternating updates)."""
+    o = tf.cast(clicked, tf.float32)
+    error = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    propensity = tf.stop_gradient(tf.maximum(tf.sigmoid(parent_logits),
+                                             1.0 / MAX_INVERSE_PROPENSITY))
+    if variant == "ips":
+        return o * error / propensity
+    if variant != "dr":
+        raise ValueError(f"Unknown counterfactual variant {variant!r}; 'ips' or 'dr'.")
+    delta = error - imputed
+    return imputed + o * delta / propensity + o * tf.square(delta) / propensity
 
 
 def group_values(task: Task, features) -> tf.Tensor:

@@ -29,6 +29,7 @@ from keras_mtl.gradients.partition import VariablePartition, partition_variables
 from keras_mtl.layers.backbone import Backbone
 from keras_mtl.layers.custom import CustomBackbone
 from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.task_graph import TaskGraph
 from keras_mtl.models.guard import StepCounters, TrainingGuard, apply_if, step_flags
 from keras_mtl.models.losses import TaskLosses, TaskLossFunction
 from keras_mtl.models.reporting import StepMetrics
@@ -38,14 +39,17 @@ from keras_mtl.tasks import Task, validate_tasks
 
 class Forward(NamedTuple):
     """One forward pass: per-task logits, the backbone's cut, what the heads read of it (`leaves`:
-    stop-gradient copies when detached), when asked for, each task's gated readouts, and the
-    backbone's layer losses (`auxiliary`: their sum, None when it has none)."""
+    stop-gradient copies when detached), when asked for, each task's gated readouts, the
+    backbone's layer losses (`auxiliary`: their sum, None when it has none) and, per task, the
+    ESCM²-DR imputation head's predicted CVR error (`imputations`: None for other tasks; None
+    altogether when the model has no DR task or they were not asked for)."""
 
     logits: list
     cut: list
     leaves: list
     readouts: list | None = None
     auxiliary: tf.Tensor | None = None
+    imputations: list | None = None
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -59,6 +63,9 @@ class MultiTaskModel(keras.Model):
             `CustomBackbone`), or any Keras layer/model, used as the shared trunk.
         tower_units: hidden widths of each task's tower (a final 1-unit layer is added).
         tower_activation: activation of the tower's hidden layers.
+        task_graph: None, or cross-task structure among the heads (`keras_mtl.layers.AITM`,
+            `keras_mtl.layers.DBMTL`) between the towers and the logit layers; its layers are
+            head parameters (see `keras_mtl.layers.task_graph`). Needs `tower_units`.
         balancer: a name, `Balancer` or config; `None` is `"ew"`. `compile(balancer=...)` and
             `fit(..., balancer=...)` replace it.
         dense_embedding_gradients: only for parameter-level balancers. False (default): embedding
@@ -101,13 +108,13 @@ class MultiTaskModel(keras.Model):
         tower_activation: str = "relu",
         balancer: str | Balancer | dict | None = None,
         dense_embedding_gradients: bool = False,
+        task_graph: TaskGraph | dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.spec = as_feature_spec(features)
         self.tasks = validate_tasks(tasks)
         self.task_names = [t.name for t in self.tasks]
-        self.task_loss_function = TaskLossFunction(self.tasks)
         self.spec.check_not_labels(self.task_names)  # a feature named like a task is its label
         self.tower_units = [int(u) for u in tower_units]
         self.tower_activation = tower_activation
@@ -142,6 +149,25 @@ class MultiTaskModel(keras.Model):
         ]
         self.logit_layers = [keras.layers.Dense(t.num_outputs, name=f"{t.name}_logit")
                              for t in self.tasks]
+        # ESCM²-DR: an imputation head per DR task, on the same input as its tower.
+        self._imputed = [k for k, t in enumerate(self.tasks) if t.counterfactual == "dr"]
+        self.imputation_towers = [
+            MLP(self.tower_units, tower_activation, name=f"{self.tasks[k].name}_imputation_tower")
+            for k in self._imputed]
+        self.imputation_logits = [keras.layers.Dense(1, name=f"{self.tasks[k].name}_imputation")
+                                  for k in self._imputed]
+        if isinstance(task_graph, dict):
+            task_graph = keras.saving.deserialize_keras_object(task_graph)
+        if task_graph is not None:
+            if not isinstance(task_graph, TaskGraph):
+                raise TypeError(f"task_graph must be a keras_mtl.layers.TaskGraph (AITM, DBMTL); "
+                                f"got {type(task_graph).__name__}.")
+            if not self.tower_units:
+                raise ValueError("A task graph reads the towers' outputs: give tower_units.")
+            task_graph.bind(self.tasks, self.tower_units[-1])
+        self.task_graph = task_graph
+        self.task_loss_function = TaskLossFunction(
+            self.tasks, row_terms=None if task_graph is None else task_graph.row_terms)
 
         # Created here: Keras locks a model's state once it is built.
         self.step_counters = StepCounters(len(self.tasks))  # skips, label checks: TrainingGuard
@@ -177,6 +203,9 @@ class MultiTaskModel(keras.Model):
         """The trainable variables by role: shared (trunk, embedding tables) and heads."""
         head_layers = [layer for layers in self.backbone.head_layers() for layer in layers]
         head_layers += list(self.towers) + list(self.logit_layers)
+        head_layers += list(self.imputation_towers) + list(self.imputation_logits)
+        if self.task_graph is not None:  # transfers / relations: task-specific, cross-task
+            head_layers.append(self.task_graph)
         return partition_variables(
             self.trainable_variables,
             shared=[v for encoder in self.encoders for v in encoder.trainable_variables]
@@ -250,10 +279,11 @@ class MultiTaskModel(keras.Model):
 
     # ------------------------------------------------------------------------------ forward
     def forward(self, inputs, training=False, detach_cut=False, factored=False,
-                watch=None) -> Forward:
+                watch=None, imputations=True) -> Forward:
         """Logits and the cut. `detach_cut`: the heads read stop-gradient copies of the cut, handed
         to `watch` (a tape's `watch`) before any head reads them; `factored`: also each task's
-        gated readouts (`Backbone.factored_heads`).
+        gated readouts (`Backbone.factored_heads`); `imputations`: also the ESCM²-DR imputation
+        heads' outputs (training needs them, serving does not).
 
         `auxiliary`: the sum of the backbone's layer losses of this pass (`add_loss`, e.g. the
         DSelect-k regulariser; weight regularisers of its layers). They are not task losses: no
@@ -271,18 +301,46 @@ class MultiTaskModel(keras.Model):
             task_repr, _, readouts = self.backbone.factored_heads(leaves, training=training)
         else:
             task_repr, _ = self.backbone.heads(leaves, training=training)
+        hidden, _ = self._task_heads(task_repr, training)
         logits = [  # [batch], or [batch, outputs] for a kind with several (multiclass, ZILN)
-            _squeezed(tf.cast(out(tower(r, training=training)), tf.float32))
-            for tower, out, r in zip(self.towers, self.logit_layers, task_repr, strict=True)
+            _squeezed(tf.cast(out(h), tf.float32))
+            for out, h in zip(self.logit_layers, hidden, strict=True)
         ]
+        imputed = None
+        if imputations and self._imputed:
+            imputed = [None] * len(self.tasks)
+            for k, tower, out in zip(self._imputed, self.imputation_towers,
+                                     self.imputation_logits, strict=True):
+                # softplus: an imputed error is >= 0 (`models.losses.counterfactual_risk`)
+                imputed[k] = tf.nn.softplus(
+                    _squeezed(tf.cast(out(tower(task_repr[k], training=training)), tf.float32)))
         # Every layer of the backbone was called in this pass, and a layer clears its losses
         # when called, so these are this pass's.
         losses = self.backbone.losses
         auxiliary = tf.add_n([tf.cast(loss, tf.float32) for loss in losses]) if losses else None
-        return Forward(logits, list(cut), list(leaves), readouts, auxiliary)
+        return Forward(logits, list(cut), list(leaves), readouts, auxiliary, imputed)
+
+    def _task_heads(self, task_repr, training) -> tuple[list, dict]:
+        """Towers, then the task graph: what each logit layer reads, and the graph's weights."""
+        hidden = [tower(r, training=training)
+                  for tower, r in zip(self.towers, task_repr, strict=True)]
+        if self.task_graph is None:
+            return hidden, {}
+        return self.task_graph.apply(hidden, training=training)
+
+    @property
+    def inference_layers(self) -> list:
+        """The layers a prediction runs through (what an export tracks)."""
+        layers = [*self.encoders, self.backbone, *self.towers, *self.logit_layers]
+        return layers + ([self.task_graph] if self.task_graph is not None else [])
+
+    def task_terms(self, y, forward: Forward, sample_weight=None, features=None) -> TaskLosses:
+        """The task losses of a forward pass (`TaskLossFunction` with its imputations)."""
+        return self.task_loss_function(y, forward.logits, sample_weight, features=features,
+                                       imputations=forward.imputations)
 
     def call(self, inputs, training=False):
-        logits = self.forward(inputs, training=training).logits
+        logits = self.forward(inputs, training=training, imputations=False).logits
         outputs = {t.name: t.predict(z) for t, z in zip(self.tasks, logits, strict=True)}
         for task in self.tasks:
             if task.esmm_parent is not None:  # pCTCVR = pCTR · pCVR
@@ -290,8 +348,15 @@ class MultiTaskModel(keras.Model):
         return outputs
 
     def gate_weights(self, inputs) -> dict:
-        """Every gate's weights for the rows of `inputs`, keyed with task names."""
-        gates = self.backbone.gate_weights(self.encode(inputs))
+        """Every gate's weights for the rows of `inputs`, keyed with task names; with an AITM task
+        graph also each step's attention weights (`ait_<task>`, `[batch, 2]`: own tower,
+        transferred information)."""
+        x = self.encode(inputs)
+        gates = self.backbone.gate_weights(x)
+        if self.task_graph is not None:
+            task_repr, _ = self.backbone.heads(self.backbone.trunk(x, training=False),
+                                               training=False)
+            gates = {**gates, **self._task_heads(task_repr, False)[1]}
         renamed = {}
         for key, value in gates.items():
             for k, name in enumerate(self.task_names):
@@ -302,7 +367,7 @@ class MultiTaskModel(keras.Model):
     # ------------------------------------------------------------------------------ task information
     def task_losses(self, x, y, sample_weight=None, training=False) -> TaskLosses:
         """The batch's per-task losses (see `TaskLosses`), no step taken."""
-        return self.task_loss_function(y, self.forward(x, training=training).logits, sample_weight,
+        return self.task_terms(y, self.forward(x, training=training), sample_weight,
                                        features=x)
 
     def task_gradients(self, x, y, sample_weight=None, level: str | None = None,
@@ -317,7 +382,7 @@ class MultiTaskModel(keras.Model):
         def run(detach_cut: bool, factored: bool, watch=None) -> TapedPass:
             forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored,
                                    watch=watch)
-            terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
+            terms = self.task_terms(y, forward, sample_weight, features=x)
             return TapedPass(terms.weighted, forward.cut, forward.leaves, forward.readouts,
                              (terms, forward.logits), forward.auxiliary)
 
@@ -373,7 +438,7 @@ class MultiTaskModel(keras.Model):
         self._check_compilable(x)
         self.step_counters.count_labels(*self.task_loss_function.label_errors(y))
         forward = self.forward(x, training=False)
-        terms = self.task_loss_function(y, forward.logits, sample_weight, features=x)
+        terms = self.task_terms(y, forward, sample_weight, features=x)
         self.step_metrics.update(x, global_sum(terms.stacked), terms, forward.logits,
                                  tf.constant(True))
         return _for_keras_reduction(self.step_metrics.logs())
@@ -532,6 +597,8 @@ class MultiTaskModel(keras.Model):
             "tower_activation": self.tower_activation,
             "balancer": keras.saving.serialize_keras_object(self._balancer),
             "dense_embedding_gradients": self.dense_embedding_gradients,
+            "task_graph": (None if self.task_graph is None
+                           else keras.saving.serialize_keras_object(self.task_graph)),
         }
 
     @classmethod

@@ -219,7 +219,7 @@ def export(
         return predict(features, checked_exponents(score_exponents, batch, task_names))
 
     archive = keras.export.ExportArchive()
-    for layer in (*model.encoders, model.backbone, *model.towers, *model.logit_layers):
+    for layer in model.inference_layers:
         archive.track(layer)
     archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[signature])
     archive.add_endpoint(

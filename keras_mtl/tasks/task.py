@@ -63,6 +63,12 @@ class Task:
             row with a parent label (the entire impression space), so the CVR head is never
             trained on clicked rows alone. The model also outputs `<name>_ctcvr`; this task's
             metrics score pCVR on the parent's positive rows. An alternative to `sample_space`.
+        counterfactual: ESMM tasks only: `"ips"` or `"dr"` adds ESCM²'s counterfactual risk
+            regulariser on the CVR head (Wang et al., SIGIR'22; `models.losses.counterfactual_risk`):
+            the CVR cross-entropy on the parent's positive rows weighted by the inverse propensity
+            1/pCTR (IPS), or the doubly robust form with an imputation tower that predicts that
+            error (DR). The task's loss becomes `L_CTCVR + counterfactual_weight · R`.
+        counterfactual_weight: λ_c >= 0, the regulariser's weight relative to the CTCVR loss.
         num_classes: multiclass only: the number of classes (>= 2).
         pos_weight: binary only: the weight of a positive row's loss (`class_weight={1: a}` per
             task; > 1 for rare positives).
@@ -104,6 +110,8 @@ class Task:
     label_scale: float = 1.0
     tweedie_power: float = 1.5
     group: str | None = None
+    counterfactual: str | None = None
+    counterfactual_weight: float = 0.1
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -131,6 +139,20 @@ class Task:
             if changed or self.loss is not None:
                 raise ValueError(f"Task {self.name!r}: an ESMM task is trained with the "
                                  f"entire-space cross-entropy; {changed or ['loss']} cannot apply.")
+        if self.counterfactual is not None:
+            if self.esmm_parent is None:
+                raise ValueError(f"Task {self.name!r}: counterfactual= regularises an ESMM task's "
+                                 "CVR head (ESCM²); set esmm_parent= too.")
+            if self.counterfactual not in COUNTERFACTUALS:
+                raise ValueError(f"Task {self.name!r}: counterfactual must be one of "
+                                 f"{COUNTERFACTUALS}; got {self.counterfactual!r}.")
+        elif self.counterfactual_weight != _DEFAULTS["counterfactual_weight"]:
+            raise ValueError(f"Task {self.name!r}: counterfactual_weight applies with "
+                             "counterfactual='ips' or 'dr'.")
+        w = self.counterfactual_weight
+        if not (isinstance(w, int | float) and math.isfinite(w) and w >= 0):
+            raise ValueError(f"Task {self.name!r}: counterfactual_weight must be a finite number "
+                             f">= 0; got {w!r}.")
         if isinstance(self.loss, str):
             self._check_loss_name(self.loss)
 
@@ -268,7 +290,10 @@ class Task:
 
 
 _OPTIONS = ("num_classes", "pos_weight", "focal_gamma", "label_smoothing", "huber_delta",
-            "label_transform", "label_scale", "tweedie_power", "group")
+            "label_transform", "label_scale", "tweedie_power", "group", "counterfactual",
+            "counterfactual_weight")
+# ESCM²'s two estimators of the CVR risk over the entire space (`models.losses`).
+COUNTERFACTUALS = ("ips", "dr")
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task)}
 
 

@@ -24,7 +24,7 @@ def plain_autodiff_gradients(model, x, y, weights=(1.0, 1.0)):
     tf autodiff."""
     with tf.GradientTape() as tape:
         forward = model.forward(x, training=True)
-        losses = model.task_loss_function(y, forward.logits).stacked
+        losses = model.task_terms(y, forward).stacked  # ESCM²-DR: with its imputations
         total = tf.reduce_sum(tf.constant(weights, tf.float32) * losses)
         if forward.auxiliary is not None:  # layer losses (DSelect-k), weight 1 at every level
             total += forward.auxiliary
