@@ -64,7 +64,7 @@ CENSUS_NOTE = (
 SKIPPED_BALANCERS = ("ew", "static", "krum", "trimmed_mean")
 # The funnel's side-by-side set: one or two per family (loss-level, magnitude, direction).
 FUNNEL_BALANCERS = ("ew", "uw", "dwa", "famo", "gradnorm", "multibalance", "gradcraft", "mgda",
-                    "pcgrad", "cagrad", "nash_mtl", "upgrad")
+                    "pcgrad", "cagrad", "nash_mtl", "upgrad", "pe_ltr", "sdmgrad")
 
 
 @dataclasses.dataclass(frozen=True)
