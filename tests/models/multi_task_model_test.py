@@ -230,10 +230,13 @@ def test_logs_hold_running_means_of_per_task_losses_and_metrics():
     model.compile(optimizer="adam")
     logs = model.evaluate(x, y, batch_size=64, return_dict=True, verbose=0)
     assert set(logs) == {"loss", "click_loss", "watch_time_loss", "click_auc", "click_ne",
-                         "watch_time_rmse"}
-    # Running means over batches equal the full-data values for equal-sized batches.
+                         "click_logloss", "click_pcoc", "click_ece", "watch_time_rmse"}
+    # Running means over batches equal the full-data values for equal-sized batches, and the
+    # calibration metrics' sums are exact over any batching.
     full = model.evaluate(x, y, batch_size=256, return_dict=True, verbose=0)
     np.testing.assert_allclose(logs["click_loss"], full["click_loss"], rtol=1e-5)
+    for name in ("click_logloss", "click_pcoc", "click_ece", "click_ne"):
+        np.testing.assert_allclose(logs[name], full[name], rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(logs["watch_time_rmse"], full["watch_time_rmse"], rtol=1e-5)
     np.testing.assert_allclose(logs["loss"], logs["click_loss"] + logs["watch_time_loss"],
                                rtol=1e-5)
