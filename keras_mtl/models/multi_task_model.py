@@ -500,6 +500,39 @@ class MultiTaskModel(keras.Model):
         with _streams_end_quietly(args[0] if args else kwargs.get("x"), steps=kwargs.get("steps")):
             return super().evaluate(*args, callbacks=callbacks, **kwargs)
 
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None):
+        """The layers in data-flow order with their output shapes (batch `None`), the tasks (kind,
+        loss, sample space, weight, metrics, served output), the balancer and parameter counts.
+        Keras' arguments are accepted; `positions`, `show_trainable` and `layer_range` are
+        ignored. `print_fn` gets the whole text (default: `print`)."""
+        from keras_mtl.models.summary import summary_text
+
+        text = summary_text(self, expand_nested=expand_nested, line_length=line_length)
+        (print_fn or print)(text)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               score=None, **kwargs):
+        """Keras' `model.export`, as a SavedModel for TF Serving at `filepath` itself:
+        `keras_mtl.serving.write_saved_model` (the signatures `serving_default` and
+        `score_with_exponents` over the named raw features, lookup tables included, and the
+        input contract). `score`: a `ScoreSpec` (or its config). Only `format="tf_saved_model"`;
+        the inputs are the feature spec's, so `input_signature` is not taken. For a versioned
+        folder under a TF Serving model base path use `keras_mtl.serving.export`."""
+        if format != "tf_saved_model":
+            raise ValueError(f"MultiTaskModel exports format='tf_saved_model' only, not {format!r}.")
+        if input_signature is not None:
+            raise ValueError("input_signature is the feature spec's (one named input per feature); "
+                             "MultiTaskModel.export does not take another.")
+        from keras_mtl import serving
+
+        path = serving.write_saved_model(self, filepath, score=score, **kwargs)
+        if verbose or verbose is None:
+            signatures = f"{serving.DEFAULT_SIGNATURE}, {serving.EXPONENTS_SIGNATURE}"
+            print(f"Saved artifact at '{path}' (signatures: {signatures}; inputs: "
+                  f"{len(self.spec.names)} named features; outputs: {self.task_names} and score).")
+        return path
+
     def get_config(self):
         return {
             "name": self.name,
