@@ -159,10 +159,10 @@ class BalanceMonitor(keras.callbacks.Callback):
     What is recorded, through the model's public API only (`compute_gradients`,
     `task_gradients`; no step is taken, no state is written):
     - `weight/<task>`: the balancer's weight of the task on the shared parameters for the probe
-      batch (`BalanceResult.weights_for_shared`), on the method's own scale: equal weighting and
-      `static` give the weights you set (sum K), MGDA-style convex combinations sum to 1, loss
-      weightings (`uw`, `dwa`, `gradnorm`, ...) their own scale; projection methods that are no
-      weighting (`pcgrad`, `graddrop`, ...) report their head weights (ones).
+      batch (`BalanceResult.weights_for_shared`, what `<task>_weight` averages per epoch), on
+      the method's own scale — measured on a 2-task model: `ew`, `dwa`, `gradnorm` sum to K;
+      `uw` is 1/(2σ_k²) (0.5 each at the start); `rlw`, `mgda`, `upgrad`, `imtl_g`, `famo` sum
+      to 1; `pcgrad`, `cagrad`, `nash_mtl`, `db_mtl`, `aligned_mtl` have no fixed sum.
     - `weight_share/<task>`: the same normalised to sum 1 — comparable across methods.
     - `grad_norm/<task>`: `‖∇L_k‖` at `level` (`Task.weight` included); `cosine/<a>~<b>`: the
       cosine of two tasks' gradients (negative: they conflict); `<task>_loss`: the probe loss.
