@@ -4,11 +4,14 @@ Importing the package imports nothing heavy: TensorFlow and Keras load on the fi
 public name (`km.MultiTaskModel`, `km.balancers`, ...), which then imports every submodule (so
 every class is registered for `.keras` loading, as before). The `keras-mtl` command line parses
 its arguments (`--help`, `--version`) without TensorFlow. TensorFlow's C++ start-up INFO lines are
-left out when this package imports it first (`keras_mtl._startup`).
+left out when this package imports it first (`keras_mtl._startup`). Where Keras or TensorFlow is
+imported already (`import keras` then `import keras_mtl`, isort's order), everything loads at once,
+so `keras.models.load_model` finds every class registered right after the import.
 """
 
 import importlib as _importlib
 import os as _os
+import sys as _sys
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -53,3 +56,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list:
     return sorted({*globals(), *_NAMES, *_SUBMODULES})
+
+
+if "keras" in _sys.modules or "tensorflow" in _sys.modules:
+    _load_all()  # nothing to save: register every class now, as before this became lazy
