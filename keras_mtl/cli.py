@@ -1,10 +1,10 @@
-"""`keras-mtl` command line: `keras-mtl train [...]`."""
+"""`keras-mtl` command line: train, benchmark and export multi-task ranking models."""
 
 # Arguments and dispatch only: architectures are `keras_mtl.benchmarks.presets`, `bench` runs
 # `keras_mtl.benchmarks.throughput`, `bench --quality` `keras_mtl.benchmarks.quality` (through
 # `.parallel`); nothing under `keras_mtl.benchmarks` imports this module. TensorFlow, Keras and the
-# benchmarks are imported inside the commands, not here, so that parsing needs none of them
-# (`keras_mtl/__init__.py` still imports TensorFlow on its own, before this module runs).
+# benchmarks are imported inside the commands, not here, and `keras_mtl/__init__.py` imports them
+# lazily, so that `--help` and `--version` need none of them.
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_mtl.benchmarks.presets import ARCHITECTURES as BACKBONES  # noqa: E402
@@ -23,6 +22,15 @@ DATASETS = ("synthetic", "census-income", "ali-ccp", "aliexpress", "kuairand")
 # Data sets with no public download: `--data-path` names their files.
 LOCAL_ONLY = {"ali-ccp": "load_ali_ccp", "aliexpress": "load_aliexpress",
               "kuairand": "load_kuairand"}
+# `keras_mtl.balancers.available()`, listed here so that `train --help` needs no TensorFlow
+# (tests/cli_test.py checks that the two agree).
+BALANCERS = (
+    "aligned_mtl", "cagrad", "cograd", "config", "db_mtl", "dtp", "dualproj", "dwa", "ema_loss",
+    "ew", "excess_mtl", "fairgrad", "famo", "gls", "gradcraft", "graddrop", "gradnorm", "gradvac",
+    "imtl_g", "imtl_l", "krum", "mean", "metabalance", "mgda", "mgda_ub", "moco", "multibalance",
+    "nash_mtl", "pcgrad", "pe_ltr", "ple_schedule", "rlw", "sdmgrad", "slaw", "static", "stch",
+    "trimmed_mean", "upgrad", "uw",
+)
 
 
 def parse_task(text: str):
@@ -316,11 +324,48 @@ def export(args: argparse.Namespace) -> str:
     return path
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends each option's default to its help, except where there is none (None, False) or
+    the help already names it."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if (default in (None, False, argparse.SUPPRESS) or "default" in help_text.lower()
+                or not action.option_strings):
+            return help_text
+        return f"{help_text} (default: %(default)s)" if help_text else "default: %(default)s"
+
+
+def version_text() -> str:
+    """`keras-mtl --version`: this package's version and the TensorFlow/Keras it would use
+    (read from the installed distributions, without importing them)."""
+    from importlib import metadata
+
+    from keras_mtl import __version__
+
+    found = []
+    for name in ("tensorflow", "keras"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} not installed")
+    return f"keras-mtl {__version__} ({', '.join(found)}; Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-mtl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="keras-mtl", description=__doc__,
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("train", help="Train a multi-task model and print per-task metrics.")
-    p.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    p = commands.add_parser(
+        "train", help="Train a multi-task model and print per-task metrics.",
+        formatter_class=_HelpFormatter,
+        description="Train a multi-task model and print per-task metrics.\n\nBalancers:"
+                    + _wrapped(", ".join(BALANCERS), indent="  ")
+                    + "\n(hyper-parameters: --balancer-args; see keras_mtl.balancers.get).")
+    p.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="A bundled dataset (ignored with --data).")
     p.add_argument("--data-path", default=None,
                    help="Local data file/folder of --dataset: census-income (default: download), "
                         "ali-ccp, aliexpress, kuairand (required: no public download).")
@@ -350,13 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: inferred from a sample of the train files.")
     p.add_argument("--sample-rows", type=int, default=200_000,
                    help="With --data and no --spec: rows sampled (one pass) to infer the spec.")
-    p.add_argument("--model", choices=BACKBONES, default="ple")
-    p.add_argument("--balancer", default="ew", help="A balancer name (see keras_mtl.balancers).")
+    p.add_argument("--model", choices=BACKBONES, default="ple", help="The architecture.")
+    p.add_argument("--balancer", default="ew", metavar="NAME",
+                   help="A balancer name: one of those listed above, or an alias (sum, constant, "
+                        "random).")
     p.add_argument("--balancer-args", default=None,
                    help='Hyper-parameters as JSON, e.g. \'{"relax_factor": 0.5}\'.')
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=10, help="Passes over the train split.")
+    p.add_argument("--batch-size", type=int, default=256, help="Training batch size.")
+    p.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate.")
     p.add_argument("--num-experts", type=int, default=4,
                    help="Expert budget: MMoE/OMoE experts; PLE/CGC (and HoME, per level) get "
                    "half as shared experts.")
@@ -364,14 +411,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tower-units", default="32", help="Comma-separated widths of each tower.")
     p.add_argument("--num-examples", type=int, default=20000, help="Synthetic data size.")
     p.add_argument("--correlation", type=float, default=0.5, help="Synthetic task correlation p.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="Seeds data splits and weights.")
     p.add_argument("--jit-compile", default="auto", type=_jit_flag,
                    help="auto (Keras' choice), true or false.")
     p.add_argument("--save", default=None, help="Write the trained model to this .keras file.")
-    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
+                   help="0 silent, 1 progress bar, 2 one line per epoch; 1 and 2 also print a "
+                        "per-task table (train and validation side by side) after each epoch.")
 
     b = commands.add_parser(
-        "bench", help="Training throughput of each balancer relative to ew, in the same run.")
+        "bench", help="Training throughput of each balancer relative to ew, in the same run.",
+        formatter_class=_HelpFormatter)
     b.add_argument("--balancers", default=None,
                    help="Comma-separated names, each optionally name@level and/or name*k "
                         "(weights recomputed every k steps); default: every registered balancer "
@@ -420,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--markdown", default=None, help="Also write the tables here.")
 
     e = commands.add_parser(
-        "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.")
+        "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.",
+        formatter_class=_HelpFormatter)
     e.add_argument("model_path", help="A .keras file saved by keras-mtl train --save or model.save.")
     e.add_argument("output", help="The model base path, e.g. saved_models/census.")
     e.add_argument("--version", type=int, default=None, help="Default: the next free integer.")
@@ -456,8 +507,18 @@ def _jit_flag(value: str) -> bool | str:
     raise argparse.ArgumentTypeError(f"--jit-compile takes auto, true or false; got {value!r}.")
 
 
+def _wrapped(text: str, indent: str = "", width: int = 88) -> str:
+    import textwrap
+
+    return "\n" + textwrap.fill(text, width=width, initial_indent=indent,
+                                 subsequent_indent=indent)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from keras_mtl._startup import import_tensorflow
+
+    import_tensorflow()  # every command needs it; without TF's C++ start-up lines
     command = {"train": train, "bench": bench, "export": export}[args.command]
     try:
         command(args)

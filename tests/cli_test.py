@@ -144,3 +144,66 @@ def test_task_options_from_the_command_line():
     assert parse_task("relevance:regression:loss=listmle:group=request").group == "request"
     with pytest.raises(SystemExit, match="pos_weight applies to binary"):
         parse_task("watch:regression:pos_weight=2")
+
+
+def test_help_and_version_need_no_tensorflow():
+    """`keras-mtl --help` / `--version` parse without importing TensorFlow (in a fresh process:
+    this one has it already)."""
+    import subprocess
+    import sys
+
+    # As the `keras-mtl` console script runs it (its argv[0] is the script's path).
+    code = ("import sys\nsys.argv[0] = '/venv/bin/keras-mtl'\nfrom keras_mtl.cli import main\n"
+            "for argv in (['--version'], ['train', '--help'], ['--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("keras-mtl 0.1.0 (tensorflow ")
+
+
+def test_train_help_shows_defaults_and_every_balancer(capsys):
+    from keras_mtl.balancers.registry import _REGISTRY
+    from keras_mtl.cli import BALANCERS
+
+    # The package's own balancers (other tests register test-only ones).
+    ours = sorted(n for n, cls in _REGISTRY.items() if cls.__module__.startswith("keras_mtl."))
+    assert list(BALANCERS) == ours
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: ew)" in out and "(default: 10)" in out and "(default: ple)" in out
+    assert all(name in out for name in BALANCERS)
+
+
+def test_tensorflow_start_up_chatter_is_recognised_and_nothing_else():
+    from keras_mtl._startup import is_startup_chatter
+
+    chatter = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 00:00:1796634825.265170   20682 port.cc:153] oneDNN custom operations are on.",
+        "I0000 00:00:1796634825.265503   20682 cudart_stub.cc:31] Could not find cuda drivers",
+        "I0000 00:00:1796634825.312041   20682 cpu_feature_guard.cc:227] This TensorFlow binary",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow "
+        "with the appropriate compiler flags.",
+    ]
+    assert all(is_startup_chatter(line + "\n") for line in chatter)
+    kept = ["E0000 00:00:1796635008.668334   22759 cuda_platform.cc:52] failed call to cuInit",
+            "W0000 00:00:1.0   1 port.cc:153] a warning", "UserWarning: something", ""]
+    assert not any(is_startup_chatter(line) for line in kept)
+
+
+def test_importing_the_package_registers_every_class():
+    """Outside the command line, `import keras_mtl` loads everything: a script may call
+    `keras.models.load_model` next without touching a keras_mtl name."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport keras_mtl\n"
+            "assert 'keras_mtl.models' in sys.modules and 'MultiTaskModel' in vars(keras_mtl)\n"
+            "import keras\n"
+            "assert keras.saving.get_registered_object('keras_mtl>MultiTaskModel') is not None\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -555,7 +555,12 @@ class MultiTaskModel(keras.Model):
 
         Inputs as Keras takes them, plus a DataFrame (features, and labels when `y` is not
         given); raw categorical values are looked up in the input pipeline
-        (`keras_mtl.data.with_lookups`), so the compiled step has no lookup table."""
+        (`keras_mtl.data.with_lookups`), so the compiled step has no lookup table.
+
+        At `verbose=1`/`2` the console shows `keras_mtl.callbacks.TaskProgbarLogger`: each task's
+        headline metric on the bar, skip counters only when non-zero, and a per-task table (train
+        and validation side by side) after each epoch. Pass `keras.callbacks.ProgbarLogger()` in
+        `callbacks` for Keras' plain lines instead."""
         if kwargs.get("class_weight") is not None:
             # Keras' class_weight is one dict for a single output; its multi-task form is a row
             # weight per task, which sample_weight already is.
@@ -569,7 +574,8 @@ class MultiTaskModel(keras.Model):
         args, kwargs = self._pipeline(args, kwargs)
         # First, so that its epoch-end work (epoch counter, NaN logs) precedes every other
         # callback's (BackupAndRestore saves the advanced counter, History records the NaNs).
-        callbacks = [TrainingGuard(), *(callbacks or [])]
+        callbacks = _with_progress_bar([TrainingGuard(), *(callbacks or [])],
+                                       args[4] if len(args) > 4 else kwargs.get("verbose", "auto"))
         data = args[0] if args else kwargs.get("x")
         if isinstance(data, tf.data.Dataset):
             # Keras warns that shuffle=True (its default) is ignored for datasets: it is.
@@ -579,12 +585,48 @@ class MultiTaskModel(keras.Model):
             return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def evaluate(self, *args, callbacks=None, **kwargs):
-        """`keras.Model.evaluate`, checking labels at the end (see `TrainingGuard`)."""
+        """`keras.Model.evaluate`, checking labels at the end (see `TrainingGuard`); at
+        `verbose=1` a compact bar and a per-task table (`keras_mtl.callbacks.TaskProgbarLogger`)."""
         if not isinstance(callbacks, keras.callbacks.CallbackList):  # fit's validation has it
-            callbacks = [TrainingGuard(), *(callbacks or [])]
+            callbacks = _with_progress_bar([TrainingGuard(), *(callbacks or [])],
+                                           args[3] if len(args) > 3 else kwargs.get("verbose",
+                                                                                     "auto"))
         args, kwargs = self._pipeline(args, kwargs)
         with _streams_end_quietly(args[0] if args else kwargs.get("x"), steps=kwargs.get("steps")):
             return super().evaluate(*args, callbacks=callbacks, **kwargs)
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None):
+        """The layers in data-flow order with their output shapes (batch `None`), the tasks (kind,
+        loss, sample space, weight, metrics, served output), the balancer and parameter counts.
+        Keras' arguments are accepted; `positions`, `show_trainable` and `layer_range` are
+        ignored. `print_fn` gets the whole text (default: `print`)."""
+        from keras_mtl.models.summary import summary_text
+
+        text = summary_text(self, expand_nested=expand_nested, line_length=line_length)
+        (print_fn or print)(text)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               score=None, **kwargs):
+        """Keras' `model.export`, as a SavedModel for TF Serving at `filepath` itself:
+        `keras_mtl.serving.write_saved_model` (the signatures `serving_default` and
+        `score_with_exponents` over the named raw features, lookup tables included, and the
+        input contract). `score`: a `ScoreSpec` (or its config). Only `format="tf_saved_model"`;
+        the inputs are the feature spec's, so `input_signature` is not taken. For a versioned
+        folder under a TF Serving model base path use `keras_mtl.serving.export`."""
+        if format != "tf_saved_model":
+            raise ValueError(f"MultiTaskModel exports format='tf_saved_model' only, not {format!r}.")
+        if input_signature is not None:
+            raise ValueError("input_signature is the feature spec's (one named input per feature); "
+                             "MultiTaskModel.export does not take another.")
+        from keras_mtl import serving
+
+        path = serving.write_saved_model(self, filepath, score=score, **kwargs)
+        if verbose or verbose is None:
+            signatures = f"{serving.DEFAULT_SIGNATURE}, {serving.EXPONENTS_SIGNATURE}"
+            print(f"Saved artifact at '{path}' (signatures: {signatures}; inputs: "
+                  f"{len(self.spec.names)} named features; outputs: {self.task_names} and score).")
+        return path
 
     def get_config(self):
         return {
@@ -617,6 +659,16 @@ def _streams_end_quietly(*datasets, steps=None):
                                  for d in datasets):
             warnings.filterwarnings("ignore", message="Your input ran out of data")
         yield
+
+
+def _with_progress_bar(callbacks: list, verbose) -> list:
+    """`callbacks` plus `TaskProgbarLogger` where Keras would add its own progress bar (verbose
+    not 0, and no `ProgbarLogger` passed: yours wins, e.g. Keras' plain one)."""
+    from keras_mtl.callbacks import TaskProgbarLogger
+
+    if verbose == 0 or any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        return callbacks
+    return [*callbacks, TaskProgbarLogger()]
 
 
 def _squeezed(logits: tf.Tensor) -> tf.Tensor:

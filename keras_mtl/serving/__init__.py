@@ -14,12 +14,18 @@ from keras_mtl.serving.contract import (
     read_contract,
     resolve_version_path,
 )
-from keras_mtl.serving.export import example_rows, export, input_contract, next_version
+from keras_mtl.serving.export import (
+    example_rows,
+    export,
+    input_contract,
+    next_version,
+    write_saved_model,
+)
 from keras_mtl.serving.score import FeatureTransform, ScoreSpec
 
 __all__ = [
     "DEFAULT_SIGNATURE", "EXPONENTS_INPUT", "EXPONENTS_SIGNATURE", "FeatureTransform", "ScoreSpec",
     "example_rows", "export", "grpc_request", "input_contract", "next_version",
     "parse_grpc_response", "parse_rest_response", "read_contract", "resolve_version_path",
-    "rest_body", "ServingClient",
+    "rest_body", "ServingClient", "write_saved_model",
 ]

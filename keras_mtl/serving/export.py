@@ -180,6 +180,25 @@ def export(
 
     Returns the version folder's path.
     """
+    version = next_version(base_path) if version is None else int(version)
+    path = os.path.join(base_path, str(version))
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists; TF Serving versions are immutable. Pick another.")
+    return write_saved_model(model, path, score=score, warmup_rows=warmup_rows, warmup=warmup,
+                             model_name=os.path.basename(os.path.normpath(base_path)))
+
+
+def write_saved_model(
+    model,
+    path: str,
+    score: ScoreSpec | Mapping | None = None,
+    warmup_rows: Mapping[str, np.ndarray] | None = None,
+    warmup: bool | None = None,
+    model_name: str | None = None,
+) -> str:
+    """`export`'s SavedModel written at `path` itself (no version folder): what
+    `MultiTaskModel.export(path)` (Keras' `model.export`) writes. `model_name`: the name in the
+    warm-up requests (default: the parent folder's name). Returns `path`."""
     if isinstance(score, Mapping):
         score = ScoreSpec.from_config(score)
     score = score or ScoreSpec()
@@ -190,11 +209,8 @@ def export(
     clash = sorted(set(contract) & ({"score", EXPONENTS_INPUT, *task_names, *extra_outputs}))
     if clash:
         raise ValueError(f"Input name(s) {clash} clash with the signature's output names.")
-
-    version = next_version(base_path) if version is None else int(version)
-    path = os.path.join(base_path, str(version))
-    if os.path.exists(path):
-        raise FileExistsError(f"{path} exists; TF Serving versions are immutable. Pick another.")
+    if model_name is None:
+        model_name = os.path.basename(os.path.dirname(os.path.abspath(path))) or "model"
 
     model_features = set(model.spec.names)
 
@@ -250,7 +266,7 @@ def export(
     if warmup:
         write_warmup_requests(os.path.join(extra, WARMUP_FILE),
                               warmup_rows or example_rows(model, score=score), read_contract(path),
-                              model_name=os.path.basename(os.path.normpath(base_path)))
+                              model_name=model_name)
     return path
 
 
