@@ -166,7 +166,9 @@ class AITM(TaskGraph):
         return config
 
 
-@keras.saving.register_keras_serializable(package="keras_mtl")
+# Registered under its own name: the DB-MTL balancer (keras_mtl.balancers.db_mtl) is `DBMTL` too,
+# and one registered name for two classes would load a saved model's balancer as this layer.
+@keras.saving.register_keras_serializable(package="keras_mtl", name="DBMTLTaskGraph")
 class DBMTL(TaskGraph):
     """DBMTL: task towers that also read the heads of the tasks they depend on.
 
