@@ -32,6 +32,7 @@ from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.task_graph import TaskGraph
 from keras_mtl.models.guard import StepCounters, TrainingGuard, apply_if, step_flags
 from keras_mtl.models.losses import TaskLosses, TaskLossFunction
+from keras_mtl.models.progress import TaskProgbarLogger
 from keras_mtl.models.reporting import StepMetrics
 from keras_mtl.models.step import StepGradients, balanced_gradients
 from keras_mtl.tasks import Task, validate_tasks
@@ -664,8 +665,6 @@ def _streams_end_quietly(*datasets, steps=None):
 def _with_progress_bar(callbacks: list, verbose) -> list:
     """`callbacks` plus `TaskProgbarLogger` where Keras would add its own progress bar (verbose
     not 0, and no `ProgbarLogger` passed: yours wins, e.g. Keras' plain one)."""
-    from keras_mtl.callbacks import TaskProgbarLogger
-
     if verbose == 0 or any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
         return callbacks
     return [*callbacks, TaskProgbarLogger()]
