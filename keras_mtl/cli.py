@@ -224,13 +224,16 @@ def _throughput(args: argparse.Namespace) -> dict:
         raise SystemExit(str(error)) from None
     if "auto" in jit_modes:
         raise SystemExit("--jit-compile: give true, false or true,false for bench.")
-    balancers = args.balancers.split(",") if args.balancers else None
+    balancers = (args.balancers.split(",") if args.balancers
+                 else list(throughput.QUICK_BALANCERS) if args.quick else None)
     result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
                                  jit_modes=jit_modes, embedding_rows=args.embedding_rows,
                                  ranker_rows=args.ranker,
                                  log=lambda line: print(line, flush=True), **settings)
     table = throughput.format_markdown(result)
     print(table)
+    for warning in throughput.warnings(result):
+        print(f"WARNING: {warning}")
     if args.markdown:
         report.save_text(table, args.markdown)
         print(f"\nWrote {args.markdown}")
@@ -434,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-experts", type=int, default=8)
     b.add_argument("--expert-units", type=int, default=256)
     b.add_argument("--steps", type=int, default=10, help="Steps per timed window.")
-    b.add_argument("--windows", type=int, default=5, help="Timed windows (the median is kept).")
+    b.add_argument("--windows", type=int, default=5,
+                   help="Timed window pairs per row (each next to an ew window; the median "
+                        "ratio is kept, the spread shown).")
     b.add_argument("--jit-compile", default="true", help="true, false, or true,false for both.")
     b.add_argument("--embedding-rows", type=int, default=0,
                    help="Also measure a model with an id feature embedded in a table of this "
@@ -448,7 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Instead of throughput: stream Parquet shards of these many rows (e.g. "
                         "1000000,10000000) through from_files; pipeline examples/s against the ew "
                         "step's, and peak memory per row count.")
-    b.add_argument("--quick", action="store_true", help="A small model and few steps (~1 min).")
+    b.add_argument("--quick", action="store_true",
+                   help="A small model, 5 balancers (unless --balancers), 3 short window pairs "
+                        "per row: about a minute on 2 quiet cores.")
     b.add_argument("--json", default=None, help="Also write the result as JSON here.")
     b.add_argument("--quality", action="store_true",
                    help="Instead of throughput: test AUC/MSE of architectures and balancers on "

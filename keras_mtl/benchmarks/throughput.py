@@ -67,11 +67,18 @@ class BenchRow:
     memory_ratio_to_ew: float | None = None
     # Parameter level only: this row's `ratio_to_ew` over the floor's (see the module docstring).
     ratio_to_floor: float | None = None
+    # The lowest and highest `× ew` of its window pairs (see `interleaved`), and whether that
+    # spread is wider than the row's distance from 1: then the ratio is not a result.
+    ratio_span: tuple[float, float] | None = None
+    noisy: bool = False
 
 
-# `--quick`: a small model and few steps (about a minute), the batch capped at 256.
-QUICK_SETTINGS = {"batch_size": 256, "experts": 4, "units": 32, "steps": 3, "windows": 2,
+# `--quick`: a small model, a few balancers (one per kind of cost: loss-level, representation
+# level, a solver at each level) and short windows, the batch capped at 256: about a minute on two
+# quiet cores. Three window pairs per row, so each ratio has a spread to be judged by.
+QUICK_SETTINGS = {"batch_size": 256, "experts": 4, "units": 32, "steps": 20, "windows": 3,
                   "warmup": 1}
+QUICK_BALANCERS = ("ew@representation", "uw", "multibalance", "mgda@representation", "upgrad")
 
 
 def settings(batch_size: int, experts: int, units: int, steps: int, windows: int,
@@ -114,23 +121,74 @@ def _peak_since(start: tuple[int, int] | None) -> float | None:
     return (now[1] - start[0]) / 2**20
 
 
-def measure(step: Callable[[], tf.Tensor], steps: int, windows: int,
-            warmup: int) -> tuple[float, float]:
-    """`step()` runs one training step and returns a tensor. Returns (median seconds per step over
-    `windows` windows of `steps`, seconds of the first call: tracing and compilation)."""
-    start = time.perf_counter()
-    float(np.asarray(step()))  # traces and compiles
-    compile_seconds = time.perf_counter() - start
-    for _ in range(warmup):
-        step()
-    per_step = []
-    for _ in range(windows):
+class Stepper:
+    """One configuration's training step, `step()` → a tensor, timed in windows."""
+
+    def __init__(self, step: Callable[[], tf.Tensor]):
+        self.step = step
+
+    def first(self, warmup: int) -> float:
+        """Runs the first step (tracing, compilation) and `warmup` more; returns the first's
+        seconds: the time a user waits before training starts."""
+        start = time.perf_counter()
+        float(np.asarray(self.step()))
+        seconds = time.perf_counter() - start
+        for _ in range(warmup):
+            self.step()
+        return seconds
+
+    def window(self, steps: int) -> float:
+        """Seconds per step over `steps` consecutive steps."""
         start = time.perf_counter()
         for _ in range(steps):
-            result = step()
+            result = self.step()
         float(np.asarray(result))  # wait for the last step
-        per_step.append((time.perf_counter() - start) / steps)
-    return statistics.median(per_step), compile_seconds
+        return (time.perf_counter() - start) / steps
+
+
+# The baseline's windows may spread this much (max − min over median) before a run says that
+# its machine was too busy for its ratios.
+DRIFT_WARNING = 0.15
+
+
+def interleaved(baseline: Stepper, rows: Sequence[Stepper], steps: int, windows: int,
+                log: Callable[[str], None] | None = None) -> dict:
+    """Times every row against the baseline in adjacent window pairs, `windows` rounds over all
+    rows, alternating which of the pair goes first, so that drift on a shared machine (another
+    process, a thermal or frequency change) hits a row and its baseline alike instead of the
+    rows timed late.
+
+    A row's ratio is the median over its pairs of baseline seconds / row seconds (its `× ew`),
+    its `span` the lowest and highest pair ratio, and it is `noisy` when that spread (highest −
+    lowest) exceeds its distance from 1 — the windows disagree by more than the effect reported —
+    or when there is a single pair (no spread to judge). The baseline's seconds are the median of
+    all its windows; `baseline_drift` is their (max − min) / median."""
+    ratios = [[] for _ in rows]
+    seconds = [[] for _ in rows]
+    base = []
+    for round_ in range(windows):
+        for i, row in enumerate(rows):
+            if (round_ + i) % 2 == 0:
+                b, r = baseline.window(steps), row.window(steps)
+            else:
+                r, b = row.window(steps), baseline.window(steps)
+            base.append(b)
+            seconds[i].append(r)
+            ratios[i].append(b / r)
+        if log is not None:
+            log(f"  timed round {round_ + 1}/{windows}")
+    out = []
+    for pair_ratios, row_seconds in zip(ratios, seconds, strict=True):
+        ratio = statistics.median(pair_ratios)
+        low, high = min(pair_ratios), max(pair_ratios)
+        out.append({"ratio": ratio, "seconds": statistics.median(row_seconds),
+                    "span": (low, high),
+                    "noisy": len(pair_ratios) < 2 or high - low > abs(ratio - 1.0)})
+    if not base:  # no rows: the baseline alone
+        base = [baseline.window(steps) for _ in range(windows)]
+    median = statistics.median(base)
+    return {"baseline_seconds": median, "baseline_windows": base,
+            "baseline_drift": (max(base) - min(base)) / median, "rows": out}
 
 
 def floor_step(model, jit_compile: bool, per_task: bool = True) -> Callable:
@@ -338,60 +396,74 @@ def run(
         return model, balancer
 
     # A first, unrecorded model absorbs one-time costs (allocator pools, tracing caches) that
-    # would otherwise land on ew's row, the baseline of every ratio.
+    # would otherwise land on ew's first step.
     model, _ = build("ew")
     model.train_on_batch(x, y)
     del model
     gc.collect()
 
-    def time_row(spec):
+    def prepare(index, spec):
+        """Builds, compiles and warms one row's model (all stay alive for the interleaved
+        windows); its memory is the peak of exactly this, its first step the first call."""
         start = _allocator_bytes()
         _reset_peak()
         model, balancer = build(spec)
-        seconds, compile_seconds = measure(
-            lambda model=model: model.train_on_batch(x, y, return_dict=True)["loss"],
-            steps, windows, warmup)
+        step = Stepper(lambda model=model: model.train_on_batch(x, y, return_dict=True)["loss"])
+        first_seconds = step.first(warmup)
         memory = _peak_since(start)
-        del model
-        gc.collect()  # free the model's memory now: the next row's baseline reads it
         if log is not None:
-            log(f"  {presets.balancer_label(spec)} ({balancer.level}): {1000 * seconds:.1f} "
-                f"ms/step, first step {compile_seconds:.1f} s")
-        return balancer.level, seconds, compile_seconds, memory
+            log(f"  [{index + 1}/{len(specs)}] {presets.balancer_label(spec)} "
+                f"({balancer.level}): first step {first_seconds:.1f} s")
+        return {"spec": spec, "level": balancer.level, "step": step,
+                "first_seconds": first_seconds, "memory": memory}
 
-    timed = [(spec, *time_row(spec)) for spec in specs]
-    # ew is timed again after every other row, and the faster of its two timings is the baseline:
-    # one slow window on the baseline would skew every ratio of the configuration (the first
-    # timed row read up to 1.3× slower than the same work timed later), and taking the faster one
-    # can only make the other rows' ratios look worse, not better.
-    ew_again = time_row("ew")[1]
-    ew_first = timed[0][2]
-    baseline = min(ew_first, ew_again)
-    timed[0] = (timed[0][0], timed[0][1], baseline, *timed[0][3:])
-    baseline_memory = timed[0][4]
-    rows = [
-        BenchRow(
-            balancer=presets.balancer_label(spec), level=level,
-            examples_per_second=batch_size / seconds, ratio_to_ew=baseline / seconds,
-            step_ms=1000 * seconds, compile_seconds=compile_seconds, peak_memory_mb=memory,
-            memory_ratio_to_ew=memory / baseline_memory if memory and baseline_memory else None,
-        )
-        for spec, level, seconds, compile_seconds, memory in timed
-    ]
+    # Every row builds its own model and training function: TensorFlow's "excessive retracing"
+    # warning would fire for what is by design one trace per model.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        prepared = [prepare(i, spec) for i, spec in enumerate(specs)]
+    finally:
+        logger.setLevel(level)
+    ew, others = prepared[0], prepared[1:]
+    timing = interleaved(ew["step"], [p["step"] for p in others], steps, windows,
+                         log=log)
     floor_ms = plain_ms = floor_ratio = None
+    floor_timing = None
     if floor:
-        timings = {}
+        steppers = {}
         for per_task in (False, True):
             model, _ = build("ew")
-            step = floor_step(model, jit_compile, per_task=per_task)
-            timings[per_task], _ = measure(lambda step=step: step(x, y), steps, windows, warmup)
-            del model, step
-            gc.collect()
-        plain_ms, floor_ms = 1000 * timings[False], 1000 * timings[True]
-        floor_ratio = plain_ms / floor_ms
+            bare = floor_step(model, jit_compile, per_task=per_task)
+            steppers[per_task] = Stepper(lambda bare=bare: bare(x, y))
+            steppers[per_task].first(warmup)
+        floor_timing = interleaved(steppers[False], [steppers[True]], steps, windows)
+        plain_ms = 1000 * floor_timing["baseline_seconds"]
+        floor_ms = 1000 * floor_timing["rows"][0]["seconds"]
+        floor_ratio = floor_timing["rows"][0]["ratio"]
+        del steppers
+    ew_seconds = timing["baseline_seconds"]
+    baseline_memory = ew["memory"]
+    rows = [BenchRow(balancer="ew", level=ew["level"], examples_per_second=batch_size / ew_seconds,
+                     ratio_to_ew=1.0, step_ms=1000 * ew_seconds,
+                     compile_seconds=ew["first_seconds"], peak_memory_mb=baseline_memory,
+                     memory_ratio_to_ew=1.0 if baseline_memory else None)]
+    for row, timed in zip(others, timing["rows"], strict=True):
+        memory = row["memory"]
+        rows.append(BenchRow(
+            balancer=presets.balancer_label(row["spec"]), level=row["level"],
+            examples_per_second=batch_size / timed["seconds"], ratio_to_ew=timed["ratio"],
+            step_ms=1000 * timed["seconds"], compile_seconds=row["first_seconds"],
+            peak_memory_mb=memory,
+            memory_ratio_to_ew=memory / baseline_memory if memory and baseline_memory else None,
+            ratio_span=timed["span"], noisy=timed["noisy"]))
+    if floor_ratio is not None:
         for row in rows:
             if row.level == "parameters":
                 row.ratio_to_floor = row.ratio_to_ew / floor_ratio
+    del prepared, ew, others
+    gc.collect()
     return {
         "config": {
             "architecture": architecture, "num_tasks": num_tasks, "batch_size": batch_size,
@@ -407,7 +479,9 @@ def run(
         "floor_ms": floor_ms,
         "bare_plain_ms": plain_ms,
         "floor_ratio_to_ew": floor_ratio,
-        "ew_ms_first_and_last": [1000 * ew_first, 1000 * ew_again],
+        "ew_ms_windows": [1000 * t for t in timing["baseline_windows"]],
+        "ew_drift": timing["baseline_drift"],
+        "floor_ratio_span": floor_timing["rows"][0]["span"] if floor_timing else None,
         "rows": [asdict(r) for r in rows],
     }
 
@@ -566,19 +640,42 @@ def summary_rows(result: dict) -> list[dict]:
     return out
 
 
+def warnings(result: dict) -> list[str]:
+    """What makes a run's ratios untrustworthy, in words: rows whose window pairs disagree by
+    more than the effect they report, and an ew baseline that drifted during the run."""
+    out = []
+    for run_ in result["runs"] if "runs" in result else [result]:
+        noisy = [f"{r['balancer']}@{r['level']}" for r in run_["rows"] if r.get("noisy")]
+        if noisy:
+            out.append(f"{_title(run_)}: {len(noisy)} of {len(run_['rows']) - 1} rows are within "
+                       f"the noise of their window pairs (spread wider than their distance from "
+                       f"ew; more --windows or a quieter machine): {', '.join(noisy)}.")
+        drift = run_.get("ew_drift")
+        if drift is not None and drift > DRIFT_WARNING:
+            out.append(f"{_title(run_)}: ew's own windows varied by {100 * drift:.0f} % of their "
+                       f"median (over {100 * DRIFT_WARNING:.0f} %): the machine was busy; read "
+                       "each row's spread before its ratio.")
+    return out
+
+
 def format_markdown(result: dict) -> str:
     """One table per configuration; for several, a summary table first."""
     runs = result["runs"] if "runs" in result else [result]
     machine = result["machine"]
     lines = [f"{machine['cpu_count']} CPU cores, TensorFlow {machine['tensorflow']}, Keras "
-             f"{machine['keras']}; median of timed windows after warm-up. × ew: throughput over "
-             "ew's in the same configuration (ew is timed first and again last; the faster "
-             "timing is the baseline); floor: one forward + K backward passes through the "
+             f"{machine['keras']}. × ew: throughput over ew's in the same configuration, the "
+             "median over window pairs (each row's window timed next to an ew window, rows and "
+             "ew alternating which goes first); spread: the lowest–highest pair ratio, and ⚠ "
+             "where it is wider than the row's distance from 1 (its ratio is noise, not a "
+             "result); floor: one forward + K backward passes through the "
              "trunk + one update (parameter-level balancing's unavoidable cost), as a ratio of "
              "bare steps; × floor: a row's × ew over the floor's; memory: peak allocated over "
              "ew's; first step s: seconds of the first call (tracing, XLA compilation and one step)" + (
                  "" if machine.get("memory_statistics") else
                                         " (not measured: no allocator statistics)") + ".", ""]
+    lines += [f"**Warning**: {w}" for w in warnings({"runs": runs})]
+    if lines[-1] != "":
+        lines.append("")
     if len(runs) > 1:
         lines += ["| configuration | ew examples/s | losses × ew | ew@repr. | representation "
                   "× ew | floor × ew | ew@param. | parameters × ew | × floor | every-k × ew "
@@ -607,17 +704,21 @@ def format_markdown(result: dict) -> str:
         floor = (f"; bare steps: plain {run_['bare_plain_ms']:.1f} ms, floor "
                  f"{run_['floor_ms']:.1f} ms ({run_['floor_ratio_to_ew']:.2f}× plain)"
                  if run_.get("floor_ms") else "")
-        ew_times = run_.get("ew_ms_first_and_last")
-        ew_note = (f"; ew first {ew_times[0]:.1f} ms, last {ew_times[1]:.1f} ms" if ew_times
-                   else "")
-        lines += [f"**{_title(run_)}**: {c['windows']} windows of {c['steps_per_window']} steps"
-                  f"{floor}{ew_note}", "",
-                  "| balancer | level | examples/s | × ew | ms/step | first step s | × floor "
-                  "| peak MiB | memory × ew |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        ew_windows = run_.get("ew_ms_windows")
+        ew_note = (f"; ew's {len(ew_windows)} windows {min(ew_windows):.1f}–"
+                   f"{max(ew_windows):.1f} ms (drift {100 * run_['ew_drift']:.0f} %)"
+                   if ew_windows else "")
+        lines += [f"**{_title(run_)}**: {c['windows']} window pairs of {c['steps_per_window']} "
+                  f"steps per row{floor}{ew_note}", "",
+                  "| balancer | level | examples/s | × ew | spread | ms/step | first step s "
+                  "| × floor | peak MiB | memory × ew |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in run_["rows"]:
+            span = r.get("ratio_span")
+            spread = (f"{span[0]:.2f}–{span[1]:.2f}" + (" ⚠" if r.get("noisy") else "")
+                      if span else "")
             lines.append(f"| {r['balancer']} | {r['level']} | {r['examples_per_second']:,.0f} | "
-                         f"{r['ratio_to_ew']:.2f} | {r['step_ms']:.1f} | "
+                         f"{r['ratio_to_ew']:.2f} | {spread} | {r['step_ms']:.1f} | "
                          f"{r['compile_seconds']:.1f} | "
                          f"{report.number(r.get('ratio_to_floor'), '.2f')} | "
                          f"{report.number(r.get('peak_memory_mb'), ',.1f')} | "

@@ -63,10 +63,13 @@ def test_grid_runs_every_configuration_and_the_embedding_case():
     # The embedding case runs its own set (ew first, as everywhere).
     assert [r["balancer"] for r in result["runs"][-1]["rows"]] == ["ew", "multibalance", "mgda"]
     for run in result["runs"]:
-        # ew is timed first and last; its row (the baseline of every ratio) is the faster timing.
-        first, last = run["ew_ms_first_and_last"]
-        assert run["rows"][0]["step_ms"] == pytest.approx(min(first, last))
+        # One ew window beside each other row's window: its row is their median.
+        windows = run["ew_ms_windows"]
+        assert len(windows) == len(run["rows"]) - 1
+        assert run["rows"][0]["step_ms"] == pytest.approx(np.median(windows))
         assert run["rows"][0]["ratio_to_ew"] == pytest.approx(1.0)
+        # One pair per row: no spread to judge the ratio by, so every row says so.
+        assert all(r["noisy"] for r in run["rows"][1:])
     assert {"cpu_count", "tensorflow", "keras", "memory_statistics"} <= set(result["machine"])
     table = throughput.format_markdown(result)
     assert "| configuration |" in table and "50,000-row embedding table" in table
@@ -109,7 +112,7 @@ def test_quick_settings_shrink_everything_but_a_smaller_batch():
     assert full == dict(batch_size=2048, experts=8, units=256, steps=10, windows=5)
     quick = throughput.settings(batch_size=2048, experts=8, units=256, steps=10, windows=5,
                                 quick=True)
-    assert quick == dict(batch_size=256, experts=4, units=32, steps=3, windows=2, warmup=1)
+    assert quick == dict(batch_size=256, experts=4, units=32, steps=20, windows=3, warmup=1)
     assert throughput.settings(64, 8, 256, 10, 5, quick=True)["batch_size"] == 64
 
 
@@ -126,3 +129,53 @@ def test_ranker_configuration_compiles_string_features_and_compares_them_with_id
     assert summary["xla"] is True and summary["pairs"] == 6
     assert summary["ew_strings_over_ids"] > 0 and summary["lookup_examples_per_second"] > 0
     assert "the string model's step compiled with XLA" in throughput.format_markdown(result)
+
+
+class _FakeStepper:
+    """A stepper whose windows take the given seconds, in order."""
+
+    def __init__(self, seconds):
+        self.seconds = list(seconds)
+
+    def window(self, steps):
+        return self.seconds.pop(0)
+
+
+def test_interleaved_pairs_each_row_with_an_adjacent_baseline_window():
+    # The baseline slows down 2x half-way (a busy machine); a row that costs exactly what the
+    # baseline costs must read 1.0 in every pair, however late it is timed.
+    base = _FakeStepper([1.0, 1.0, 2.0, 2.0])
+    same = _FakeStepper([1.0, 2.0])
+    slower = _FakeStepper([1.25, 2.5])
+    result = throughput.interleaved(base, [same, slower], steps=1, windows=2)
+    assert result["rows"][0]["ratio"] == pytest.approx(1.0)
+    assert result["rows"][1]["ratio"] == pytest.approx(0.8)
+    assert result["rows"][1]["span"] == pytest.approx((0.8, 0.8))
+    assert not result["rows"][1]["noisy"]
+    assert result["baseline_seconds"] == pytest.approx(1.5)
+    assert result["baseline_drift"] == pytest.approx(2 / 3)
+
+
+def test_a_ratio_inside_its_own_spread_is_flagged_as_noise():
+    # Pairs read 0.9, 1.1 and 1.05: the median (1.05) is closer to 1 than the pairs' spread (0.2).
+    base = _FakeStepper([0.9, 1.1, 1.05])
+    row = _FakeStepper([1.0, 1.0, 1.0])
+    (noisy,) = throughput.interleaved(base, [row], steps=1, windows=3)["rows"]
+    assert noisy["ratio"] == pytest.approx(1.05) and noisy["noisy"]
+    base = _FakeStepper([0.5, 0.55, 0.6])
+    (clear,) = throughput.interleaved(base, [_FakeStepper([1.0] * 3)], steps=1, windows=3)["rows"]
+    assert clear["ratio"] == pytest.approx(0.55) and not clear["noisy"]
+
+
+def test_warnings_name_noisy_rows_and_a_drifting_baseline():
+    run = {"config": {"architecture": "mmoe", "experts": 4, "expert_units": 32, "num_tasks": 2,
+                      "batch_size": 256, "jit_compile": True},
+           "ew_drift": 0.4,
+           "rows": [{"balancer": "ew", "level": "losses", "noisy": False},
+                    {"balancer": "dwa", "level": "losses", "noisy": True},
+                    {"balancer": "mgda", "level": "parameters", "noisy": False}]}
+    noise, drift = throughput.warnings({"runs": [run]})
+    assert "1 of 2 rows" in noise and "dwa@losses" in noise and "mgda" not in noise
+    assert "40 %" in drift
+    run["ew_drift"], run["rows"][1]["noisy"] = 0.05, False
+    assert throughput.warnings({"runs": [run]}) == []
