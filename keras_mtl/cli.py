@@ -202,6 +202,8 @@ def bench(args: argparse.Namespace) -> dict:
         return quality(args)
     if args.streaming:
         return streaming(args)
+    if args.first_step:
+        return first_step(args)
     from keras_mtl.benchmarks import report
 
     # Peak-memory figures need allocator statistics, which TensorFlow keeps on CPU only with its
@@ -219,7 +221,7 @@ def _throughput(args: argparse.Namespace) -> dict:
     architectures = _choices(args.model, BACKBONES, "--model")
     task_counts = [int(k) for k in args.tasks.split(",")]
     try:
-        jit_modes = [_jit_flag(v) for v in args.jit_compile.split(",")]
+        jit_modes = [_jit_flag(v) for v in (args.jit_compile or "true").split(",")]
     except argparse.ArgumentTypeError as error:
         raise SystemExit(str(error)) from None
     if "auto" in jit_modes:
@@ -259,6 +261,28 @@ def streaming(args: argparse.Namespace) -> dict:
     result = streaming_lib.run(rows, batch_size=args.batch_size,
                                log=lambda line: print(line, flush=True))
     table = streaming_lib.format_markdown(result)
+    print("\n" + table)
+    if args.markdown:
+        report.save_text(table, args.markdown)
+    if args.json:
+        report.save_json(result, args.json)
+    return result
+
+
+def first_step(args: argparse.Namespace) -> dict:
+    from keras_mtl.benchmarks import first_step as first_step_lib
+    from keras_mtl.benchmarks import report
+
+    balancers = (args.balancers.split(",") if args.balancers
+                 else list(first_step_lib.DEFAULT_BALANCERS))
+    try:
+        jit = _jit_flag(args.jit_compile or "auto")
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(str(error)) from None
+    result = first_step_lib.run(balancers, census_path=args.data_path,
+                                jit_compile=None if jit == "auto" else jit,
+                                log=lambda line: print(line, flush=True))
+    table = first_step_lib.format_markdown(result)
     print("\n" + table)
     if args.markdown:
         report.save_text(table, args.markdown)
@@ -440,7 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--windows", type=int, default=5,
                    help="Timed window pairs per row (each next to an ew window; the median "
                         "ratio is kept, the spread shown).")
-    b.add_argument("--jit-compile", default="true", help="true, false, or true,false for both.")
+    b.add_argument("--jit-compile", default=None,
+                   help="true, false, or true,false for both (default true; with --first-step "
+                        "auto, as compile() leaves it: no XLA on a CPU-only machine).")
+    b.add_argument("--first-step", action="store_true",
+                   help="Instead of throughput: seconds from fit() to the end of the first step "
+                        "of the README quickstart's model, each balancer in a fresh process "
+                        "(on Census-Income with --data-path, else on the synthetic data).")
     b.add_argument("--embedding-rows", type=int, default=0,
                    help="Also measure a model with an id feature embedded in a table of this "
                         "many rows (e.g. 10000000) at the representation level.")
@@ -470,7 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--quality: processes running experiments side by side (default 2: on "
                         "2 cores the small synthetic and funnel models leave a core idle).")
     b.add_argument("--data-path", default=None,
-                   help="--quality: a local census-income file or folder (default: download).")
+                   help="--quality, --first-step: a local census-income file or folder "
+                        "(--quality's default: download).")
     b.add_argument("--movielens-path", default=None,
                    help="--quality: GroupLens' MovieLens 100K files (folder or ml-100k.zip) for "
                         "the history experiment: AUC with and without the user's history.")

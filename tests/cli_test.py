@@ -207,3 +207,28 @@ def test_importing_the_package_registers_every_class():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_bench_first_step_defaults_to_compile_s_auto_and_reads_the_census_path(
+        monkeypatch, tmp_path, capsys):
+    from keras_mtl.benchmarks import first_step
+
+    calls = {}
+
+    def fake_run(balancers, census_path=None, jit_compile=None, log=print):
+        calls.update(balancers=balancers, census_path=census_path, jit_compile=jit_compile)
+        row = {"balancer": "ew", "level": "losses", "data": "census", "xla": False,
+               "import_seconds": 1.0, "data_seconds": 1.0, "build_seconds": 1.0,
+               "first_step_seconds": 2.0, "steady_step_ms": 5.0}
+        return {"machine": {"cpu_count": 2, "tensorflow": "t", "keras": "k"},
+                "target_seconds": 5.0, "rows": [row]}
+
+    monkeypatch.setattr(first_step, "run", fake_run)
+    markdown = os.path.join(tmp_path, "first.md")
+    main(["bench", "--first-step", "--data-path", "census.gz", "--markdown", markdown])
+    assert calls == {"balancers": list(first_step.DEFAULT_BALANCERS),
+                     "census_path": "census.gz", "jit_compile": None}
+    assert "Over the 5 s target: none." in capsys.readouterr().out
+    assert os.path.exists(markdown)
+    main(["bench", "--first-step", "--balancers", "ew,upgrad", "--jit-compile", "true"])
+    assert calls["balancers"] == ["ew", "upgrad"] and calls["jit_compile"] is True
