@@ -82,9 +82,27 @@ def step_flags(losses, grads, state_values, replica) -> StepFlags:
                              replica))
 
 
-def apply_if(optimizer, condition, grads, variables, replica) -> None:
+def apply_if(optimizer, condition, grads, variables, replica, select: bool = False) -> None:
     """`optimizer.apply(grads, variables)` where `condition` holds (optimizer state untouched
-    otherwise). Every replica agrees on `condition` (see `agreed`)."""
+    otherwise). Every replica agrees on `condition` (see `agreed`).
+
+    `select`: without a branch — the update is computed in a `keras.StatelessScope` (nothing
+    written), then every variable it would write (the weights and the optimizer's own: slots,
+    iterations) takes its new value where `condition` holds and keeps its old one elsewhere.
+    Under XLA a `tf.cond` around the whole update is what compiles slowly: at MMoE K = 16 it
+    added 13–16 s to the step's compilation (40.5 s against 24.4 s; the steady step is the same
+    either way). Used on one replica with dense gradients only: selecting a sparsely updated
+    embedding table would rewrite the whole table every step."""
+    if select and replica is None and not any(isinstance(g, tf.IndexedSlices) for g in grads):
+        written = [*variables, *optimizer.variables]
+        with keras.StatelessScope() as scope:
+            optimizer.apply(grads, variables)
+        for variable in written:
+            new = scope.get_current_value(variable)
+            if new is not None:
+                variable.assign(tf.where(condition, new, variable.value))
+        return
+
     def apply():
         optimizer.apply(grads, variables)
         return tf.constant(0.0)

@@ -413,7 +413,7 @@ class MultiTaskModel(keras.Model):
         flags = step_flags(step.losses, grads, [value for _, value in updates], replica)  # guard
         loss_scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
         apply_if(self.optimizer, flags.apply_update(loss_scaled), list(grads), list(variables),
-                 replica)
+                 replica, select=bool(self.jit_compile) and not loss_scaled)
         post_updates, post_finite = self._post_step_updates(x, y, sample_weight, step.losses)
         written = flags.finite & post_finite
         for variable, value in updates + post_updates:  # the balancer's state, on finite steps

@@ -253,10 +253,13 @@ def test_training_logs_show_each_tasks_balancer_weight():
     assert not any(key.endswith("_weight") for key in logs)
 
 
-def test_a_non_finite_batch_is_skipped_without_touching_state():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_non_finite_batch_is_skipped_without_touching_state(jit_compile):
+    # With XLA the update is computed and selected (`guard.apply_if(select=True)`), without it a
+    # branch skips it: either way nothing the optimizer owns may move.
     x, y = xla_data(64)
     model = xla_model(balancer=km.balancers.get("ple_schedule", decay=0.5, unit="step"))
-    model.compile(optimizer="adam")
+    model.compile(optimizer="adam", jit_compile=jit_compile)
     model.fit(x, y, batch_size=64, epochs=1, verbose=0)
     weights = [np.asarray(v) for v in model.weights]
     optimizer_state = [np.asarray(v) for v in model.optimizer.variables]
@@ -272,6 +275,21 @@ def test_a_non_finite_batch_is_skipped_without_touching_state():
         np.testing.assert_array_equal(before, np.asarray(v), err_msg=v.path)
     for before, v in zip(optimizer_state, model.optimizer.variables, strict=True):
         np.testing.assert_array_equal(before, np.asarray(v), err_msg=v.path)
+    assert model.jit_compile is jit_compile
+
+
+def test_the_selected_update_under_xla_is_the_branch_update_without_it():
+    x, y = xla_data(64)
+    weights = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        model = xla_model()
+        model.compile(optimizer=keras.optimizers.Adam(0.01), jit_compile=jit_compile)
+        model.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+        assert int(model.optimizer.iterations) == 2
+        weights.append([np.asarray(v) for v in model.weights])
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_famo_updates_its_logits_from_the_same_batch_after_the_step():
