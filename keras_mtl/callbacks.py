@@ -21,6 +21,7 @@ from keras_mtl.models.progress import (  # noqa: F401 (the public names of this 
     headline,
     task_log_names,
 )
+from keras_mtl.optional import require
 
 
 class BalanceMonitor(keras.callbacks.Callback):
@@ -157,7 +158,7 @@ class BalanceMonitor(keras.callbacks.Callback):
     def plot(self, axes=None):
         """Weight shares, gradient norms (log scale) and cosines against the step, in three
         panels (matplotlib). Returns the figure."""
-        import matplotlib.pyplot as plt
+        plt = require("matplotlib.pyplot", "tutorials", "BalanceMonitor.plot")
 
         frame = self.history
         if axes is None:

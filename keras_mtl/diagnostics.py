@@ -15,6 +15,7 @@ import pandas as pd
 import tensorflow as tf
 
 from keras_mtl.data import plain_inputs
+from keras_mtl.optional import require
 
 LEVELS = ("parameters", "representation")
 
@@ -159,7 +160,7 @@ class GradientReport:
     def plot(self, axes=None):
         """Two panels: each task's gradient norm per batch (log scale), and each pair's cosine per
         batch with 0 marked. Returns the figure."""
-        import matplotlib.pyplot as plt
+        plt = require("matplotlib.pyplot", "tutorials", "GradientReport.plot")
 
         if axes is None:
             figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))

@@ -29,6 +29,7 @@ from keras_mtl.features.lists import (
     is_missing_cell,
     vector_array,
 )
+from keras_mtl.optional import require
 from keras_mtl.serving.contract import (
     DEFAULT_SIGNATURE,
     EXPONENTS_INPUT,
@@ -229,7 +230,9 @@ class ServingClient:
         whatever the server serves).
         """
         import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
+
+        predict_pb2 = require("tensorflow_serving.apis.predict_pb2", "serving",
+                              "ServingClient.grpc_request")
 
         model_name = model_name or self.model_name
         if not model_name:

@@ -21,6 +21,7 @@ from keras_mtl.features.spec import (
     Numeric,
     Vector,
 )
+from keras_mtl.optional import require
 from keras_mtl.serving.contract import (
     CONTRACT_FILE,
     CONTRACT_FORMAT,
@@ -298,7 +299,8 @@ def write_warmup_requests(path: str, rows: Mapping[str, np.ndarray], contract: M
                           model_name: str, num_requests: int = 1) -> None:
     """TF Serving's warm-up file: a TFRecord of `PredictionLog`s built from `rows`, checked against
     `contract` (what `read_contract` returns, or its `["inputs"]`) like any client request."""
-    from tensorflow_serving.apis import prediction_log_pb2
+    prediction_log_pb2 = require("tensorflow_serving.apis.prediction_log_pb2", "serving",
+                                 "A TF Serving warm-up file")
 
     from keras_mtl.serving.client import grpc_request
 
