@@ -226,6 +226,19 @@ def _throughput(args: argparse.Namespace) -> dict:
         raise SystemExit(str(error)) from None
     if "auto" in jit_modes:
         raise SystemExit("--jit-compile: give true, false or true,false for bench.")
+    if args.compare_architectures:
+        names = _choices(args.compare_architectures, BACKBONES, "--compare-architectures")
+        result = throughput.architectures_against(
+            names, baseline=architectures[0], num_tasks=task_counts[0],
+            balancer=(args.balancers or "ew").split(",")[0], jit_compile=jit_modes[0],
+            log=lambda line: print(line, flush=True), **settings)
+        table = throughput.format_architectures(result)
+        print(table)
+        if args.markdown:
+            report.save_text(table, args.markdown)
+        if args.json:
+            report.save_json(result, args.json)
+        return result
     balancers = (args.balancers.split(",") if args.balancers
                  else list(throughput.QUICK_BALANCERS) if args.quick else None)
     result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
@@ -467,6 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jit-compile", default=None,
                    help="true, false, or true,false for both (default true; with --first-step "
                         "auto, as compile() leaves it: no XLA on a CPU-only machine).")
+    b.add_argument("--compare-architectures", default=None, metavar="NAMES",
+                   help="Instead of balancers: these architectures' training steps (the first "
+                        "--balancers entry, default ew) against --model's, in window pairs, with "
+                        "parameters, first step and memory.")
     b.add_argument("--first-step", action="store_true",
                    help="Instead of throughput: seconds from fit() to the end of the first step "
                         "of the README quickstart's model, each balancer in a fresh process "

@@ -527,6 +527,79 @@ def run_grid(balancers: Sequence[str] | None = None, architectures: Sequence[str
     return result
 
 
+def architectures_against(architectures: Sequence[str], baseline: str = "mmoe",
+                          num_tasks: int = 4, balancer: str = "ew", batch_size: int = 2048,
+                          experts: int = 8, units: int = 256, steps: int = 10, windows: int = 5,
+                          warmup: int = 3, jit_compile: bool = True, seed: int = 0,
+                          log: Callable[[str], None] | None = None) -> dict:
+    """Each architecture's training step (`balancer`, same data, the same expert budget and
+    widths through `presets`) against `baseline`'s, in interleaved window pairs (`interleaved`):
+    what choosing an architecture costs, beside its parameters, first step and peak memory."""
+    if baseline in architectures:
+        architectures = [a for a in architectures if a != baseline]
+    features, tasks, x, y = bench_data(num_tasks, batch_size, seed)
+    prepared = []
+    for i, name in enumerate([baseline, *architectures]):
+        start = _allocator_bytes()
+        _reset_peak()
+        keras.utils.set_random_seed(seed)
+        model = build_model(name, features, tasks, experts, units)
+        model.compile(optimizer="adam", balancer=presets.make_balancer(balancer, num_tasks),
+                      jit_compile=jit_compile)
+        step = Stepper(lambda model=model: model.train_on_batch(x, y, return_dict=True)["loss"])
+        first = step.first(warmup)
+        prepared.append({"architecture": presets.TITLES.get(name, name), "step": step,
+                         "parameters": model.count_params(), "first_seconds": first,
+                         "memory": _peak_since(start), "xla": bool(model.jit_compile)})
+        if log is not None:
+            log(f"  [{i + 1}/{len(architectures) + 1}] {prepared[-1]['architecture']}: first step "
+                f"{first:.1f} s")
+    timing = interleaved(prepared[0]["step"], [p["step"] for p in prepared[1:]], steps, windows,
+                         log=log)
+    base_memory = prepared[0]["memory"]
+    rows = []
+    for entry, timed in zip(prepared, [None, *timing["rows"]], strict=True):
+        seconds = timing["baseline_seconds"] if timed is None else timed["seconds"]
+        rows.append({
+            "architecture": entry["architecture"], "parameters": entry["parameters"],
+            "examples_per_second": batch_size / seconds, "step_ms": 1000 * seconds,
+            "ratio": 1.0 if timed is None else timed["ratio"],
+            "ratio_span": None if timed is None else timed["span"],
+            "noisy": False if timed is None else timed["noisy"],
+            "first_step_seconds": entry["first_seconds"], "peak_memory_mb": entry["memory"],
+            "memory_ratio": (entry["memory"] / base_memory if entry["memory"] and base_memory
+                             else None),
+            "xla": entry["xla"]})
+    return {"config": {"baseline": presets.TITLES.get(baseline, baseline), "balancer": balancer,
+                       "num_tasks": num_tasks, "batch_size": batch_size, "experts": experts,
+                       "expert_units": units, "jit_compile": jit_compile,
+                       "steps_per_window": steps, "windows": windows},
+            "machine": _machine(), "baseline_drift": timing["baseline_drift"], "rows": rows}
+
+
+def format_architectures(result: dict) -> str:
+    """`architectures_against`'s table."""
+    c, machine = result["config"], result["machine"]
+    lines = [f"{machine['cpu_count']} CPU cores, TensorFlow {machine['tensorflow']}, Keras "
+             f"{machine['keras']}; K = {c['num_tasks']}, batch {c['batch_size']}, expert budget "
+             f"{c['experts']} × {c['expert_units']} (towers of 32), {c['balancer']}, XLA "
+             f"{'on' if c['jit_compile'] else 'off'}; {c['windows']} window pairs of "
+             f"{c['steps_per_window']} steps against {c['baseline']} (× {c['baseline']}: median "
+             f"pair ratio of throughputs; ⚠: spread wider than the distance from 1); "
+             f"{c['baseline']}'s windows drifted {100 * result['baseline_drift']:.0f} %.", "",
+             f"| architecture | parameters | examples/s | × {c['baseline']} | spread | ms/step "
+             "| first step s | peak MiB | memory × |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        span = r["ratio_span"]
+        spread = (f"{span[0]:.2f}–{span[1]:.2f}" + (" ⚠" if r["noisy"] else "")) if span else ""
+        lines.append(f"| {r['architecture']} | {r['parameters']:,} | "
+                     f"{r['examples_per_second']:,.0f} | {r['ratio']:.2f} | {spread} | "
+                     f"{r['step_ms']:.1f} | {r['first_step_seconds']:.1f} | "
+                     f"{report.number(r['peak_memory_mb'], ',.1f')} | "
+                     f"{report.number(r['memory_ratio'], '.2f')} |")
+    return "\n".join(lines)
+
+
 def strings_against_ids(architecture: str, num_tasks: int, batch_size: int = 2048,
                         experts: int = 8, units: int = 256, steps: int = 10, windows: int = 5,
                         warmup: int = 3, jit_compile: bool = True, seed: int = 0,

@@ -179,3 +179,19 @@ def test_warnings_name_noisy_rows_and_a_drifting_baseline():
     assert "40 %" in drift
     run["ew_drift"], run["rows"][1]["noisy"] = 0.05, False
     assert throughput.warnings({"runs": [run]}) == []
+
+
+def test_architectures_are_timed_against_the_baseline_in_window_pairs():
+    result = throughput.architectures_against(
+        ["omoe", "mmoe", "stem"], baseline="mmoe", num_tasks=2, batch_size=32, experts=2, units=4,
+        steps=1, windows=2, warmup=0, jit_compile=False)
+    rows = {r["architecture"]: r for r in result["rows"]}
+    assert list(rows) == ["MMoE", "OMoE", "STEM"]  # the baseline once, first
+    assert rows["MMoE"]["ratio"] == 1.0 and rows["MMoE"]["ratio_span"] is None
+    for name in ("OMoE", "STEM"):
+        assert rows[name]["ratio"] > 0 and len(rows[name]["ratio_span"]) == 2
+        assert rows[name]["parameters"] > 0 and rows[name]["first_step_seconds"] > 0
+    # OMoE's single gate has fewer parameters than MMoE's one gate per task.
+    assert rows["OMoE"]["parameters"] < rows["MMoE"]["parameters"]
+    table = throughput.format_architectures(result)
+    assert "| STEM |" in table and "× MMoE" in table
