@@ -17,6 +17,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_mtl.benchmarks.presets import ARCHITECTURES as BACKBONES  # noqa: E402
+from keras_mtl.benchmarks.presets import TASK_GRAPHS  # noqa: E402
 
 DATASETS = ("synthetic", "census-income", "ali-ccp", "aliexpress", "kuairand")
 # Data sets with no public download: `--data-path` names their files.
@@ -168,13 +169,18 @@ def train(args: argparse.Namespace) -> dict:
         print(f"      {len(data.train)} train / {len(data.validation)} validation / "
               f"{len(data.test)} test rows; tasks: {[t.name for t in data.tasks]}")
     expert_units = [int(u) for u in args.expert_units.split(",")]
+    task_graph = None
+    if args.task_graph:
+        task_graph = presets.make_task_graph(args.task_graph, [t.name for t in data.tasks])
     model = presets.build_model(args.model, data.features, data.tasks, expert_units=expert_units,
                                 num_experts=args.num_experts,
-                                tower_units=[int(u) for u in args.tower_units.split(",")])
+                                tower_units=[int(u) for u in args.tower_units.split(",")],
+                                task_graph=task_graph)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
                   jit_compile=args.jit_compile)
     balancer = km.balancers.get(args.balancer, **_balancer_args(args.balancer_args))
-    print(f"Model: {args.model} ({model.count_params():,} parameters), balancer: "
+    graph = f" + {_graph_text(args.task_graph, data.tasks)}" if args.task_graph else ""
+    print(f"Model: {args.model}{graph} ({model.count_params():,} parameters), balancer: "
           f"{balancer.name_in_registry} at the {balancer.level} level")
     train_ds = data.as_tf_dataset("train", batch_size=args.batch_size, seed=args.seed)
     val_ds = data.as_tf_dataset("validation", batch_size=4096)
@@ -195,6 +201,14 @@ def train(args: argparse.Namespace) -> dict:
         model.save(args.save)
         print(f"\nSaved to {args.save}")
     return results
+
+
+def _graph_text(name: str, tasks) -> str:
+    names = [t.name for t in tasks]
+    if name == "aitm":
+        return "AITM " + " → ".join(names)
+    return "DBMTL " + ", ".join(f"{child} ← {'+'.join(names[:k])}"
+                                for k, child in enumerate(names) if k)
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -218,7 +232,7 @@ def _throughput(args: argparse.Namespace) -> dict:
     settings = throughput.settings(batch_size=args.batch_size, experts=args.num_experts,
                                    units=args.expert_units, steps=args.steps,
                                    windows=args.windows, quick=args.quick)
-    architectures = _choices(args.model, BACKBONES, "--model")
+    architectures = _choices(args.model or "mmoe", BACKBONES, "--model")
     task_counts = [int(k) for k in args.tasks.split(",")]
     try:
         jit_modes = [_jit_flag(v) for v in (args.jit_compile or "true").split(",")]
@@ -308,16 +322,28 @@ def quality(args: argparse.Namespace) -> dict:
     from keras_mtl.benchmarks import parallel, report
     from keras_mtl.benchmarks import quality as quality_lib
 
-    if args.experiments:
-        experiments = args.experiments.split(",")
-    else:  # MovieLens joins the default set when its files are given (these machines can't download)
-        experiments = [*quality_lib.DEFAULT_EXPERIMENTS, *(["movielens"] if args.movielens_path
-                                                           else [])]
-    balancers = args.balancers.split(",") if args.balancers else None
-    result = parallel.run(experiments, jobs=args.jobs, quick=args.quick, seeds=args.seeds,
-                          census_path=args.data_path, balancers=balancers,
-                          movielens_path=args.movielens_path,
-                          log=lambda line: print(line, flush=True))
+    if args.data:
+        result = _quality_on_files(args)
+    else:
+        if args.task or args.validation_data or args.test_data or args.spec:
+            raise SystemExit("--task, --validation-data, --test-data and --spec go with --data "
+                             "(the benchmark on your files).")
+        if args.experiments:
+            experiments = args.experiments.split(",")
+        else:  # MovieLens joins the default set with its files (these machines can't download)
+            experiments = [*quality_lib.DEFAULT_EXPERIMENTS,
+                           *(["movielens"] if args.movielens_path else [])]
+        balancers = args.balancers.split(",") if args.balancers else None
+        result = parallel.run(experiments, jobs=args.jobs, quick=args.quick, seeds=args.seeds,
+                              census_path=args.data_path, balancers=balancers,
+                              movielens_path=args.movielens_path,
+                              log=lambda line: print(line, flush=True))
+    if args.update:
+        if not args.json:
+            raise SystemExit("--update needs --json: the result file to update.")
+        if os.path.exists(args.json):
+            with open(args.json) as handle:
+                result = quality_lib.merge(json.load(handle), result)
     table = quality_lib.format_markdown(result)
     print("\n" + table)
     if args.markdown:
@@ -327,6 +353,44 @@ def quality(args: argparse.Namespace) -> dict:
         report.save_json(result, args.json)
         print(f"Wrote {args.json}")
     return result
+
+
+def _quality_on_files(args: argparse.Namespace) -> dict:
+    """`bench --quality --data FILES`: `quality.files` on the user's streamed files, in this
+    process."""
+    import dataclasses
+
+    from keras_mtl.benchmarks import quality as quality_lib
+    from keras_mtl.benchmarks import report
+
+    if args.experiments or args.movielens_path:
+        raise SystemExit("--data benchmarks your files: leave out --experiments and "
+                         "--movielens-path.")
+    if not args.validation_data:
+        raise SystemExit("--quality --data needs --validation-data: the learning rate is "
+                         "picked on it (and, without --test-data, the test metrics are its).")
+    budget = quality_lib.QUICK_BUDGETS["files"] if args.quick else quality_lib.DEFAULT_BUDGETS[
+        "files"]
+    changes = {"seeds": args.seeds, "epochs": args.epochs, "batch_size": args.batch_size,
+               "learning_rates": args.learning_rates and tuple(
+                   float(r) for r in args.learning_rates.split(","))}
+    budget = dataclasses.replace(budget, **{k: v for k, v in changes.items() if v is not None})
+    if budget.seeds < 1 or budget.epochs < 1:
+        raise SystemExit("--seeds and --epochs must be at least 1.")
+    models = _choices(args.model, BACKBONES, "--models") if args.model else list(
+        quality_lib.FILES_MODELS)
+    balancers = ([b for b in args.balancers.split(",") if b] if args.balancers is not None
+                 else list(quality_lib.FILES_BALANCERS))
+    data = FileData(args)
+    if not args.test_data:
+        data.description += ("; no --test-data: the test metrics are the validation files', "
+                             "on which the learning rate was also picked")
+    start = time.perf_counter()
+    files = quality_lib.files(data, budget, models=models, balancers=balancers,
+                              log=lambda line: print(line, flush=True))
+    files["seconds"] = time.perf_counter() - start
+    return {"quick": args.quick, "machine": report.machine(), "files": files,
+            "seconds": files["seconds"]}
 
 
 def export(args: argparse.Namespace) -> str:
@@ -417,25 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conversion", default="click", choices=("click", "esmm", "impressions"),
                    help="--dataset ali-ccp / aliexpress: train the conversion task on clicked "
                         "rows (sample space), ESMM-style over impressions, or over impressions.")
-    p.add_argument("--data", default=None, metavar="FILES",
-                   help="Train on your own Parquet/CSV/TFRecord files instead of --dataset: a "
-                        "path, glob ('logs/*.parquet') or folder, streamed (keras_mtl.data."
-                        "from_files). Needs --task; the spec is --spec or inferred.")
-    p.add_argument("--task", action="append", metavar="NAME[:KIND][:KEY=VALUE]",
-                   help="With --data (or --dataset kuairand: is_click, long_view, is_like, "
-                        "watch_time, ...), a label column to train (repeatable): click, "
-                        "watch_time:regression, purchase:sample_space=click, "
-                        "purchase:esmm_parent=click, ctr:weight=0.5.")
-    p.add_argument("--validation-data", default=None, metavar="FILES",
-                   help="With --data: validation files (evaluated each epoch, and at the end "
-                        "unless --test-data).")
-    p.add_argument("--test-data", default=None, metavar="FILES", help="With --data: test files.")
-    p.add_argument("--spec", default=None, metavar="SPEC.json",
-                   help="With --data: a FeatureSpec config (FeatureSpec.get_config() as JSON); "
-                        "default: inferred from a sample of the train files.")
-    p.add_argument("--sample-rows", type=int, default=200_000,
-                   help="With --data and no --spec: rows sampled (one pass) to infer the spec.")
+    _add_file_arguments(p, bench=False)
     p.add_argument("--model", choices=BACKBONES, default="ple", help="The architecture.")
+    p.add_argument("--task-graph", choices=TASK_GRAPHS, default=None,
+                   help="Structure among the task heads, over any --model, in the tasks' order "
+                        "(--task order with --data): aitm, AITM's transfer along the tasks as "
+                        "conversion steps (click → purchase → ...; binary tasks with end-to-end "
+                        "labels, purchase 0 where there was no click, no sample_space or "
+                        "esmm_parent); dbmtl, DBMTL where each task also reads the relation "
+                        "outputs of every task before it.")
     p.add_argument("--balancer", default="ew", metavar="NAME",
                    help="A balancer name: one of those listed above, or an alias (sum, constant, "
                         "random).")
@@ -465,10 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--balancers", default=None,
                    help="Comma-separated names, each optionally name@level and/or name*k "
                         "(weights recomputed every k steps); default: every registered balancer "
-                        "at its default level plus a few other levels and every-k variants.")
-    b.add_argument("--model", default="mmoe",
+                        "at its default level plus a few other levels and every-k variants. "
+                        "With --quality: the Census rows on PLE (default: all) and the funnel's "
+                        "(default: 14 of them); with --quality --data: the rows on the first "
+                        "--models architecture (default: uw,famo,mgda,pcgrad).")
+    b.add_argument("--model", "--models", default=None,
                    help=f"Comma-separated architectures among {','.join(BACKBONES)}; one table "
-                        "per architecture × tasks × XLA mode.")
+                        "per architecture × tasks × XLA mode (default: mmoe). With --quality "
+                        "--data: the rows trained with ew, the balancers on the first "
+                        "(default: ple,mmoe,shared-bottom).")
     b.add_argument("--tasks", default="4", help="Comma-separated task counts, e.g. 2,4,8.")
     b.add_argument("--batch-size", type=int, default=2048)
     b.add_argument("--num-experts", type=int, default=8)
@@ -507,12 +566,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quality", action="store_true",
                    help="Instead of throughput: test AUC/MSE of architectures and balancers on "
                         "Census-Income, the synthetic correlation sweep and the funnel, over "
-                        "seeds (about 35 minutes on 2 cores; --quick: a few minutes).")
+                        "seeds (about 35 minutes on 2 cores; --quick: a few minutes); with "
+                        "--data, on your own files.")
     b.add_argument("--experiments", default=None,
                    help="--quality: comma-separated subset of census,synthetic,funnel,movielens,"
-                        "watch-time "
-                        "(default: the first three, and movielens with --movielens-path).")
+                        "watch-time,architectures (default: the first three, and movielens with "
+                        "--movielens-path). architectures: every train --model architecture with ew "
+                        "on Census-Income and the synthetic data at p = 0.5, with parameter counts "
+                        "(about 35 minutes on 2 cores).")
     b.add_argument("--seeds", type=int, default=None, help="--quality: seeds per row (default 5).")
+    b.add_argument("--update", action="store_true",
+                   help="--quality with --json: merge into that file, replacing the experiments "
+                        "run now and keeping its others, and write --markdown from the merged "
+                        "result (e.g. rerun the funnel alone into docs/quality.json).")
     b.add_argument("--jobs", type=int, default=2,
                    help="--quality: processes running experiments side by side (default 2: on "
                         "2 cores the small synthetic and funnel models leave a core idle).")
@@ -523,6 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--quality: GroupLens' MovieLens 100K files (folder or ml-100k.zip) for "
                         "the history experiment: AUC with and without the user's history.")
     b.add_argument("--markdown", default=None, help="Also write the tables here.")
+    _add_file_arguments(b, bench=True)
+    b.add_argument("--epochs", type=int, default=None,
+                   help="--quality --data: passes over the train files per run (default 2; "
+                        "--quick 1).")
+    b.add_argument("--learning-rates", default=None, metavar="LR[,LR]",
+                   help="--quality --data: the grid each architecture's ew row picks its "
+                        "learning rate from on the first seed (default 0.003,0.01; --quick "
+                        "0.003).")
+    b.add_argument("--seed", type=int, default=0,
+                   help="--quality --data: the seed of the sample the spec is inferred from.")
 
     e = commands.add_parser(
         "export", help="Write a trained .keras model as a versioned SavedModel for TF Serving.",
@@ -537,6 +613,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--example-request", default=None,
                    help="Also write a REST body with placeholder rows here (for curl).")
     return parser
+
+
+def _add_file_arguments(parser: argparse.ArgumentParser, bench: bool) -> None:
+    """`--data` and its companions, the same for `train` and `bench --quality`."""
+    instead = "--quality on your own" if bench else "Train on your own"
+    parser.add_argument(
+        "--data", default=None, metavar="FILES",
+        help=f"{instead} Parquet/CSV/TFRecord files instead of "
+             f"{'the bundled experiments' if bench else '--dataset'}: a path, glob "
+             "('logs/*.parquet') or folder, streamed (keras_mtl.data.from_files). Needs --task"
+             f"{' and --validation-data' if bench else ''}; the spec is --spec or inferred.")
+    parser.add_argument(
+        "--task", action="append", metavar="NAME[:KIND][:KEY=VALUE]",
+        help="With --data" + ("" if bench else " (or --dataset kuairand: is_click, long_view, "
+                              "is_like, watch_time, ...)")
+             + ", a label column to train (repeatable): click, watch_time:regression, "
+               "purchase:sample_space=click, purchase:esmm_parent=click, ctr:weight=0.5.")
+    parser.add_argument(
+        "--validation-data", default=None, metavar="FILES",
+        help="With --data: validation files ("
+             + ("the learning-rate pick; the test metrics too unless --test-data)." if bench else
+                "evaluated each epoch, and at the end unless --test-data)."))
+    parser.add_argument("--test-data", default=None, metavar="FILES",
+                        help="With --data: test files.")
+    parser.add_argument("--spec", default=None, metavar="SPEC.json",
+                        help="With --data: a FeatureSpec config (FeatureSpec.get_config() as "
+                             "JSON); default: inferred from a sample of the train files.")
+    parser.add_argument("--sample-rows", type=int, default=200_000,
+                        help="With --data and no --spec: rows sampled (one pass) to infer the "
+                             "spec.")
 
 
 def _balancer_args(text: str | None) -> dict:

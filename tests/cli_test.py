@@ -232,3 +232,114 @@ def test_bench_first_step_defaults_to_compile_s_auto_and_reads_the_census_path(
     assert os.path.exists(markdown)
     main(["bench", "--first-step", "--balancers", "ew,upgrad", "--jit-compile", "true"])
     assert calls["balancers"] == ["ew", "upgrad"] and calls["jit_compile"] is True
+
+
+def test_train_with_a_dbmtl_task_graph_in_task_order(tmp_path, capsys):
+    """`--task-graph dbmtl`: every task reads the tasks before it (here y2 ← y1), on any
+    backbone; saved and loaded with the graph."""
+    import keras_mtl as km
+
+    save = os.path.join(tmp_path, "m.keras")
+    assert main(["train", "--model", "mmoe", "--task-graph", "dbmtl", "--epochs", "1",
+                 "--num-examples", "400", "--verbose", "0", "--save", save]) == 0
+    out = capsys.readouterr().out
+    assert "Model: mmoe + DBMTL y2 ← y1 (" in out
+    assert set(parse_table(out)) == {"y1", "y2"}
+    model = km.load_model(save)
+    assert isinstance(model.task_graph, km.layers.DBMTL)
+    assert model.task_graph.depends_on == {"y2": ["y1"]}
+
+
+def test_task_graphs_follow_the_task_list():
+    from keras_mtl.benchmarks import presets
+
+    aitm = presets.make_task_graph("aitm", ["click", "add_to_cart", "purchase"])
+    assert aitm.sequence == ["click", "add_to_cart", "purchase"]
+    dbmtl = presets.make_task_graph("dbmtl", ["click", "add_to_cart", "purchase"])
+    assert dbmtl.depends_on == {"add_to_cart": ["click"], "purchase": ["click", "add_to_cart"]}
+    with pytest.raises(ValueError, match="Unknown task graph 'esmm'"):
+        presets.make_task_graph("esmm", ["click"])
+
+
+def _funnel_files(folder, rows: int = 240, seed: int = 0) -> dict:
+    """Parquet train and CSV validation files of a click → purchase funnel with end-to-end
+    labels (purchase 0 without a click), a dwell time, and a string and an id feature."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 20, rows)
+    click = (rng.random(rows) < 0.3 + 0.02 * (user % 10)).astype(float)
+    frame = pd.DataFrame({
+        "user": [f"u{u}" for u in user], "item_id": rng.integers(0, 30, rows),
+        "price": rng.lognormal(size=rows), "click": click,
+        "purchase": click * (rng.random(rows) < 0.4), "dwell": click * rng.exponential(30, rows)})
+    os.makedirs(folder / "train")
+    cut = rows * 2 // 3
+    frame.iloc[:cut // 2].to_parquet(folder / "train" / "part-0.parquet")
+    frame.iloc[cut // 2:cut].to_parquet(folder / "train" / "part-1.parquet")
+    frame.iloc[cut:].to_csv(folder / "val.csv", index=False)
+    return {"train": str(folder / "train" / "*.parquet"), "validation": str(folder / "val.csv")}
+
+
+def test_train_with_an_aitm_task_graph_on_your_files(tmp_path, capsys):
+    """`--task-graph aitm` over `--task` order: click → purchase with end-to-end labels; a step
+    on a sample space, or a regression task, is refused with AITM's reason."""
+    import keras_mtl as km
+
+    paths = _funnel_files(tmp_path)
+    save = os.path.join(tmp_path, "aitm.keras")
+    common = ["train", "--data", paths["train"], "--validation-data", paths["validation"],
+              "--model", "ple", "--task-graph", "aitm", "--epochs", "1", "--batch-size", "32",
+              "--verbose", "0"]
+    assert main([*common, "--task", "click", "--task", "purchase", "--save", save]) == 0
+    out = capsys.readouterr().out
+    assert "Model: ple + AITM click → purchase (" in out
+    assert set(parse_table(out[out.index("--validation-data, after"):])) == {"click", "purchase"}
+    model = km.load_model(save)
+    assert isinstance(model.task_graph, km.layers.AITM)
+    assert model.task_graph.sequence == ["click", "purchase"]
+    assert main([*common, "--task", "click", "--task", "purchase:sample_space=click"]) == 2
+    assert "end-to-end labels" in capsys.readouterr().err
+    assert main(["train", "--model", "mmoe", "--task-graph", "aitm", "--epochs", "1",
+                 "--num-examples", "200", "--verbose", "0"]) == 2
+    assert "must be a binary task" in capsys.readouterr().err
+
+
+def test_quality_benchmark_on_your_files(tmp_path, capsys):
+    """`bench --quality --data`: architectures with ew and a balancer on the first, 2 seeds, 1
+    epoch, on Parquet train and CSV validation/test files; each task's headline metric (AUC for
+    binary, the first metric otherwise), the learning rate picked on the validation loss since
+    AUC and RMSE point different ways."""
+    from keras_mtl.benchmarks import quality
+
+    paths = _funnel_files(tmp_path)
+    json_path, markdown_path = tmp_path / "files.json", tmp_path / "files.md"
+    assert main(["bench", "--quality", "--data", paths["train"], "--validation-data",
+                 paths["validation"], "--test-data", paths["validation"], "--task", "click",
+                 "--task", "purchase", "--task", "dwell:regression", "--models",
+                 "mmoe,shared-bottom", "--balancers", "mgda", "--seeds", "2", "--epochs", "1",
+                 "--batch-size", "64", "--json", str(json_path), "--markdown",
+                 str(markdown_path)]) == 0
+    result = json.loads(json_path.read_text())["files"]
+    assert result["metrics"] == {"click": "click_auc", "purchase": "purchase_auc",
+                                 "dwell": "dwell_rmse"}
+    assert result["pick"].startswith("the mean validation task loss")
+    assert result["budget"]["learning_rates"] == list(
+        quality.DEFAULT_BUDGETS["files"].learning_rates)  # the grid, as the other experiments
+    rows = {r["row"]: r for r in result["rows"]}
+    assert list(rows) == ["MMoE + ew", "Shared-Bottom + ew", "MMoE + mgda"]
+    for row in rows.values():
+        assert row["parameters"] > 0
+        for key in ("click_auc", "purchase_auc"):
+            assert len(row[key]["runs"]) == 2 and all(0 <= r <= 1 for r in row[key]["runs"])
+        assert row["dwell_rmse"]["mean"] > 0
+    # The balancer trains at the rate MMoE + ew picked.
+    assert rows["MMoE + mgda"]["learning_rate"] == rows["MMoE + ew"]["learning_rate"]
+    table = markdown_path.read_text()
+    assert "### Your files: test metric per task, mean ± std over 2 seeds" in table
+    assert "| model | parameters | click AUC | purchase AUC | dwell rmse | lr |" in table
+    assert "inferred" in capsys.readouterr().out  # the spec inference report
+    with pytest.raises(SystemExit, match="needs --validation-data"):
+        main(["bench", "--quality", "--data", paths["train"], "--task", "click"])
+    with pytest.raises(SystemExit, match="go with --data"):
+        main(["bench", "--quality", "--task", "click"])

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 # In the CLI's order (its `--model` choices and help text list them so).
 ARCHITECTURES = ("ple", "cgc", "mmoe", "shared-bottom", "dselect-mmoe", "omoe", "home", "pepnet",
                  "stem")
+# Structure among the task heads (`keras-mtl train --task-graph`), over any of the above.
+TASK_GRAPHS = ("aitm", "dbmtl")
 # How tables and row labels name them.
 TITLES = {"shared-bottom": "Shared-Bottom", "mmoe": "MMoE", "cgc": "CGC", "ple": "PLE",
           "dselect-mmoe": "MMoE (DSelect-k)", "omoe": "OMoE", "home": "HoME",
@@ -64,6 +66,20 @@ def make_backbone(name: str, expert_units: Sequence[int], num_experts: int,
         priors = [n for n, _, embedded in features.encoded_layout() if embedded]
         return layers.PEPNet(prior_features=priors, tower_units=units)
     raise ValueError(f"Unknown model {name!r}; expected one of {ARCHITECTURES}.")
+
+
+def make_task_graph(name: str, task_names: Sequence[str]) -> Any:
+    """The task graph called `name` over the tasks in their order: `aitm` is AITM along
+    `task_names` (each step transfers to the next; every step needs end-to-end binary labels),
+    `dbmtl` is DBMTL where every task reads the relation outputs of all the tasks before it."""
+    from keras_mtl import layers
+
+    names = [str(n) for n in task_names]
+    if name == "aitm":
+        return layers.AITM(names)
+    if name == "dbmtl":
+        return layers.DBMTL({child: names[:k] for k, child in enumerate(names) if k})
+    raise ValueError(f"Unknown task graph {name!r}; expected one of {TASK_GRAPHS}.")
 
 
 def build_model(architecture: str, features: Any, tasks: Sequence[Any], expert_units: Sequence[int],

@@ -13,14 +13,23 @@ Three experiments, each a table of mean ± std over seeds on held-out data:
    cosine p ∈ {0.5, 0.9, 1.0}; Shared-Bottom vs MMoE vs PLE, test MSE per task.
 3. **Funnel** (impression → click → purchase, purchases observed only after a click): PLE with the
    purchase task on its sample space (clicked rows), balancers side by side, DBMTL (purchase
-   reading the click head) on the same sample space, plus ESMM and ESCM² (IPS, DR) over the
-   entire space. AITM is not in it: it trains on end-to-end labels and predicts
-   p(click ∧ purchase), not the pCVR this table scores on clicked rows.
+   reading the click head) on the same sample space, ESMM and ESCM² (IPS, DR) over the entire
+   space, and AITM (click → purchase) on end-to-end labels. Click AUC, purchase (pCVR) AUC on
+   clicked rows, and the CTCVR AUC, p(click ∧ purchase) on every impression: the one score every
+   row has (AITM predicts p(click ∧ purchase) itself, no pCVR; the others multiply pCTR · pCVR).
 4. **Watch time** (`watch-time`, not in the default set): the funnel plus seconds watched after a
    click; PLE + ew without a watch-time task, then with one trained as weighted logistic
    regression and as squared error (each on seconds and with `label_scale`), and on
    log1p(seconds): what each does to the click and purchase AUC, and how well each predicts the
    expected watch time.
+5. **Architectures** (`architectures`, not in the default set): every architecture of
+   `presets.ARCHITECTURES` with `ew` on Census-Income (beside the single-task models) and on the
+   synthetic data (at p = 0.5 only, `ARCHITECTURE_CORRELATIONS`: the sweep's three correlations
+   for nine architectures would take about an hour on 2 cores), with parameter counts.
+6. **Your files** (`files`, `keras-mtl bench --quality --data FILES --task ...`): the
+   architectures of `--models` with `ew`, then `--balancers` on the first of them, on the
+   user's streamed train/validation/test files; each task's headline metric (AUC for a binary
+   task, otherwise its first metric).
 
 Every row gets the same budget: a fixed number of epochs, and a learning rate picked from the same
 small grid by the mean validation metric of its first seed; the other seeds then train at that
@@ -92,6 +101,9 @@ DEFAULT_BUDGETS = {
     "funnel": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
     "movielens": Budget(epochs=3, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
     "watch-time": Budget(epochs=4, batch_size=1024, learning_rates=(1e-3, 3e-3), seeds=5),
+    # The user's files: Census' schedule (a tabular data set of ~80,000 rows); the CLI's
+    # --epochs, --batch-size and --learning-rates replace it.
+    "files": Budget(epochs=2, batch_size=2048, learning_rates=(3e-3, 1e-2), seeds=5),
 }
 QUICK_BUDGETS = {
     "census": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
@@ -104,11 +116,20 @@ QUICK_BUDGETS = {
                         max_train_rows=4000),
     "watch-time": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2,
                          max_train_rows=4000),
+    "files": Budget(epochs=1, batch_size=1024, learning_rates=(3e-3,), seeds=2),
 }
 DEFAULT_EXPERIMENTS = ("census", "synthetic", "funnel")
 # MovieLens needs GroupLens' files on disk (`movielens_path`); the watch-time study answers one
-# question about task kinds rather than which model to pick: neither is in the default set.
-EXPERIMENTS = (*DEFAULT_EXPERIMENTS, "movielens", "watch-time")
+# question about task kinds rather than which model to pick; the architectures experiment adds
+# about half an hour: none is in the default set. (`files` is not among them: it needs the
+# user's data, `files(...)`.)
+EXPERIMENTS = (*DEFAULT_EXPERIMENTS, "movielens", "watch-time", "architectures")
+# The architectures experiment's synthetic correlations: p = 0.5 alone (the three of experiment
+# 2 for every architecture would take about an hour on 2 cores).
+ARCHITECTURE_CORRELATIONS = (0.5,)
+# Quick mode checks the experiment's code path on two architectures (one without embedded
+# features to gate on, on the synthetic data).
+QUICK_ARCHITECTURES = ("mmoe", "pepnet")
 # The watch-time experiment's rows: how the watch-time task is declared (None: no such task);
 # `label_scale="watched mean"` is the training rows' mean seconds where watched.
 WATCH_TIME_TASKS = {
@@ -127,14 +148,21 @@ MOVIELENS_HISTORY = 50
 
 # ---------------------------------------------------------------------------------- one row
 class _Row:
-    """One model configuration, compiled once and retrained from fresh states."""
+    """One model configuration, compiled once and retrained from fresh states.
 
-    def __init__(self, build: Callable[[], keras.Model], balancer: str, jit_compile: bool,
-                 steps_per_execution: int = 1):
+    `data` is a `MultiTaskDataset` (its frames, batched in memory) or a stream of files (anything
+    with `as_tf_dataset(split, batch_size, seed)`, `tasks` and `features`, as the CLI's `--data`
+    gives). `readout(predictions, frame)`: extra metrics from the model's predictions on a split's
+    frame (the funnel's CTCVR AUC), added to `evaluate`'s logs."""
+
+    def __init__(self, build: Callable[[], keras.Model], balancer: str, jit_compile: bool | str,
+                 steps_per_execution: int = 1,
+                 readout: Callable[[dict, object], dict[str, float]] | None = None):
         self._build = build
         self._balancer = balancer
         self._jit = jit_compile
         self._steps_per_execution = steps_per_execution
+        self._readout = readout
         self.model = self._fresh(1e-3)
 
     def _fresh(self, learning_rate: float) -> keras.Model:
@@ -145,8 +173,6 @@ class _Row:
         return model
 
     def train(self, data, tasks, seed: int, learning_rate: float, budget: Budget) -> keras.Model:
-        from keras_mtl.data.dataframe import batched_columns
-
         # Keras draws initializer seeds from Python's `random`; `keras.utils.set_random_seed`
         # would also reset TensorFlow's graph seed, which retraces the compiled step.
         random.seed(seed)
@@ -159,18 +185,48 @@ class _Row:
                                   strict=True):
             target.assign(source)
         del fresh
-        train = batched_columns(_columns(data.train, data.features, tasks), budget.batch_size,
-                                shuffle=True, seed=seed)
-        self.model.fit(train, epochs=budget.epochs, verbose=0)
+        self.model.fit(_batches(data, "train", tasks, budget.batch_size, seed=seed),
+                       epochs=budget.epochs, verbose=0)
         return self.model
 
-    def evaluate(self, frame, data, tasks) -> dict[str, float]:
-        from keras_mtl.data.dataframe import batched_columns
+    def evaluate(self, split: str, data, tasks) -> dict[str, float]:
+        """Test-time logs of `split` ("validation" or "test"), and the readout's metrics."""
+        batches = _batches(data, split, tasks, batch_size=8192)
+        logs = {k: float(v) for k, v in
+                self.model.evaluate(batches, return_dict=True, verbose=0).items()}
+        if self._readout is not None:
+            predictions = self.model.predict(batches, verbose=0)
+            logs.update(self._readout(predictions, data.split(split)))
+        return logs
 
-        logs = self.model.evaluate(
-            batched_columns(_columns(frame, data.features, tasks), batch_size=8192),
-            return_dict=True, verbose=0)
-        return {k: float(v) for k, v in logs.items()}
+
+def _batches(data, split: str, tasks, batch_size: int, seed: int | None = None):
+    """A split's batches: a `MultiTaskDataset`'s frame from converted columns (shuffled with
+    `seed` for training), or a file stream's `as_tf_dataset`."""
+    from keras_mtl.data.dataframe import batched_columns
+    from keras_mtl.datasets.base import MultiTaskDataset
+
+    if isinstance(data, MultiTaskDataset):
+        return batched_columns(_columns(data.split(split), data.features, tasks), batch_size,
+                               shuffle=split == "train", seed=seed)
+    return data.as_tf_dataset(split, batch_size=batch_size, seed=seed)
+
+
+def rank_auc(labels, scores) -> float:
+    """The exact ROC AUC (Mann-Whitney, tied scores at their average rank); NaN without both
+    classes. Used where Keras' 200 evenly spaced thresholds would be too coarse: predicted
+    probabilities around 1 % (the funnel's p(click ∧ purchase)) fall between its first two."""
+    labels = np.asarray(labels, dtype=bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = ((ends - counts + 1 + ends) / 2.0)[inverse]  # 1-based, ties averaged
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2.0)
+                 / (positives * negatives))
 
 
 # Converted columns per (frame, feature spec, tasks): every run of every row reuses them (checking and
@@ -193,7 +249,8 @@ def _run_row(make_row: Callable[[], _Row], data, tasks, budget: Budget, metric: 
              reported: Sequence[str] = ()) -> dict:
     """Learning-rate pick on the first seed's validation metric (the mean of `keys`, by default
     every task's `metric`), then every seed at that rate. Returns per-key lists over seeds of test
-    results (`keys` and `reported`), the picked rate and wall seconds."""
+    results (`keys` and `reported`), the picked rate, the model's parameter count and wall
+    seconds."""
     start = time.perf_counter()
     row = make_row()
     keys = list(keys or [f"{t.name}_{metric}" for t in tasks])
@@ -204,15 +261,16 @@ def _run_row(make_row: Callable[[], _Row], data, tasks, budget: Budget, metric: 
     by_rate = {}
     for rate in budget.learning_rates:
         row.train(data, tasks, seed=0, learning_rate=rate, budget=budget)
-        by_rate[rate] = (score(row.evaluate(data.validation, data, tasks)),
-                         row.evaluate(data.test, data, tasks))
+        by_rate[rate] = (score(row.evaluate("validation", data, tasks)),
+                         row.evaluate("test", data, tasks))
     pick = (max if higher_is_better else min)(by_rate, key=lambda r: by_rate[r][0])
     tests = [by_rate[pick][1]]
     for seed in range(1, budget.seeds):
         row.train(data, tasks, seed=seed, learning_rate=pick, budget=budget)
-        tests.append(row.evaluate(data.test, data, tasks))
-    values = {key: [t[key] for t in tests] for key in [*keys, *reported]}
-    return {"values": values, "learning_rate": pick, "seconds": time.perf_counter() - start}
+        tests.append(row.evaluate("test", data, tasks))
+    values = {key: [t[key] for t in tests] for key in dict.fromkeys([*keys, *reported])}
+    return {"values": values, "learning_rate": pick, "parameters": row.model.count_params(),
+            "seconds": time.perf_counter() - start}
 
 
 def _summary(values: Sequence[float]) -> dict:
@@ -235,11 +293,15 @@ def _model_builder(data, tasks, architecture, num_experts=4, units=(64,), tower_
 
 
 def _auc_rows(data, rows: Sequence[tuple], budget: Budget, single_task: bool,
-              log: Callable[[str], None]) -> list[dict]:
+              log: Callable[[str], None], keys: Sequence[str] | None = None,
+              higher_is_better: bool = True, reported: Sequence[str] = (),
+              readout: Callable | None = None, jit_compile: bool | str = False) -> list[dict]:
     """`rows`: (label, architecture, balancer), or with a fourth element, a dict of `tasks` (in
-    place of the data's) and/or `task_graph` (a function returning a fresh one). Adds a
-    single-task row (one model per task) first when asked, and every row's per-task gain over
-    it."""
+    place of the data's), `task_graph` (a function returning a fresh one), `readout` (see
+    `_Row`; default `readout`), `keys` and `reported` (see `_run_row`; defaults `keys`,
+    `reported`). `keys` default to every task's AUC, the metric the learning rate is picked on
+    (`higher_is_better`). Adds a single-task row (one model per task) first when asked, and every
+    row's per-task AUC gain over it. Every row records its parameter count."""
     results = []
     names = [t.name for t in data.tasks]
     if single_task:
@@ -257,38 +319,46 @@ def _auc_rows(data, rows: Sequence[tuple], budget: Budget, single_task: bool,
                         "architecture": "single-task", "balancer": "-", "learning_rate": rates,
                         "seconds": seconds,
                         **{k: _summary(v) for k, v in values.items()}})
-        log(_progress(results[-1], names))
+        log(_progress(results[-1], values))
     picked = {}  # architecture → the learning rate its ew row picked
     for label, architecture, balancer, *extra in rows:
         extra = extra[0] if extra else {}
         tasks, graph = extra.get("tasks", data.tasks), extra.get("task_graph")
+        row_readout = extra.get("readout", readout)
         # Balancers train at the rate tuned for their architecture with ew: under Adam a
         # balancer's overall gradient scale barely matters, and a shared rate keeps the
         # comparison about the weighting (and saves a run per row).
         row_budget = budget
         if balancer != "ew" and architecture in picked:
             row_budget = dataclasses.replace(budget, learning_rates=(picked[architecture],))
-        out = _run_row(lambda a=architecture, b=balancer, t=tasks, g=graph: _Row(
-            _model_builder(data, t, a, task_graph=g), b, jit_compile=False),
-            data, tasks, row_budget, "auc", higher_is_better=True)
+        row_keys, row_reported = extra.get("keys", keys), extra.get("reported", reported)
+        out = _run_row(lambda a=architecture, b=balancer, t=tasks, g=graph, r=row_readout: _Row(
+            _model_builder(data, t, a, task_graph=g), b, jit_compile=jit_compile, readout=r),
+            data, tasks, row_budget, "auc", higher_is_better=higher_is_better,
+            keys=row_keys, reported=row_reported)
         if balancer == "ew":
             picked.setdefault(architecture, out["learning_rate"])
         results.append({"row": label, "architecture": architecture, "balancer": balancer,
-                        "learning_rate": out["learning_rate"], "seconds": out["seconds"],
+                        "learning_rate": out["learning_rate"], "parameters": out["parameters"],
+                        "seconds": out["seconds"],
                         **{k: _summary(v) for k, v in out["values"].items()}})
-        log(_progress(results[-1], names))
+        log(_progress(results[-1], out["values"]))
     if single_task:
-        base = results[0]
-        for result in results:
-            for name in names:
-                key = f"{name}_auc"
-                result[f"{name}_gain"] = result[key]["mean"] - base[key]["mean"]
+        _gains(results, results[0], names)
     return results
 
 
-def _progress(result: dict, names) -> str:
-    cells = ", ".join(f"{n} {result[f'{n}_auc']['mean']:.4f}" for n in names
-                      if f"{n}_auc" in result)
+def _gains(results: Sequence[dict], base: dict, names: Sequence[str]) -> None:
+    """Each result's `<task>_gain`: its mean AUC minus `base`'s, for the tasks both report."""
+    for result in results:
+        for name in names:
+            key = f"{name}_auc"
+            if key in result and key in base:
+                result[f"{name}_gain"] = result[key]["mean"] - base[key]["mean"]
+
+
+def _progress(result: dict, keys: Sequence[str]) -> str:
+    cells = ", ".join(f"{k} {result[k]['mean']:.4f}" for k in keys if k in result)
     return f"  {result['row']}: {cells} ({result['seconds']:.0f} s)"
 
 
@@ -343,7 +413,8 @@ def synthetic(budget: Budget, correlations: Sequence[float] = (0.5, 0.9, 1.0),
                 higher_is_better=False)
             mse = [statistics.fmean(v) for v in zip(*out["values"].values(), strict=True)]
             results.append({"correlation": p, "architecture": architecture,
-                            "learning_rate": out["learning_rate"], "seconds": out["seconds"],
+                            "learning_rate": out["learning_rate"],
+                            "parameters": out["parameters"], "seconds": out["seconds"],
                             "mean_mse": _summary(mse),
                             **{f"{n}_mse": _summary(out["values"][f"{n}_loss"])
                                for n in names}})
@@ -354,32 +425,79 @@ def synthetic(budget: Budget, correlations: Sequence[float] = (0.5, 0.9, 1.0),
 
 def funnel(budget: Budget, balancers: Sequence[str] = FUNNEL_BALANCERS,
            log: Callable[[str], None] = print) -> dict:
-    """Experiment 3 (see the module docstring): `balancers` side by side, then ESMM."""
+    """Experiment 3 (see the module docstring): `balancers` side by side, DBMTL, then ESMM,
+    ESCM² and AITM; every multi-task row also reports its CTCVR AUC."""
     from keras_mtl import datasets
 
     plain = datasets.make_funnel(seed=0)
     esmm = datasets.make_funnel(seed=0, esmm=True)
     if budget.max_train_rows:
         plain, esmm = plain.head(budget.max_train_rows), esmm.head(budget.max_train_rows)
-    from keras_mtl.layers import DBMTL
+    from keras_mtl.layers import AITM, DBMTL
     from keras_mtl.tasks import Task
 
+    ctcvr = ["ctcvr_auc"]
     rows = [(f"PLE + {b} (sample space)", "ple", b) for b in balancers]
     rows.append(("PLE + ew, DBMTL purchase ← click (sample space)", "ple", "ew",
                  {"task_graph": lambda: DBMTL({"purchase": ["click"]}, relation_units=[32])}))
-    results = _auc_rows(plain, rows, budget, single_task=True, log=log)
+    # pCVR heads: p(click ∧ purchase) = pCTR · pCVR.
+    results = _auc_rows(plain, rows, budget, single_task=True, log=log, reported=ctcvr,
+                        readout=ctcvr_readout(lambda p: p["click"] * p["purchase"]))
     escm2 = [(f"PLE + ew (ESCM²-{v.upper()}, λ_c = 0.1)", "ple", "ew",
               {"tasks": [Task("click"), Task("purchase", esmm_parent="click", counterfactual=v)]})
              for v in ("ips", "dr")]
     results += _auc_rows(esmm, [("PLE + ew (ESMM)", "ple", "ew"), *escm2], budget,
-                         single_task=False, log=log)
-    base = results[0]
-    for row in results[-3:]:  # the entire-space rows' gains over the same single-task models
-        for name in ("click", "purchase"):
-            row[f"{name}_gain"] = row[f"{name}_auc"]["mean"] - base[f"{name}_auc"]["mean"]
+                         single_task=False, log=log, reported=ctcvr,
+                         readout=ctcvr_readout(lambda p: p["purchase_ctcvr"]))
+    # AITM trains both steps over every impression with end-to-end labels (purchase 0 where
+    # there was no click): its purchase head is p(click ∧ purchase) itself, so it has a CTCVR
+    # AUC but no pCVR to score on clicked rows. Its learning rate is picked on click and CTCVR.
+    end_to_end = end_to_end_funnel(plain)
+    results += _auc_rows(
+        end_to_end, [("PLE + ew, AITM click → purchase (end-to-end labels)", "ple", "ew",
+                      {"task_graph": lambda: AITM(["click", "purchase"]),
+                       "keys": ["click_auc", *ctcvr], "reported": ()})],
+        budget, single_task=False, log=log, readout=ctcvr_readout(lambda p: p["purchase"]))
+    # The entire-space rows' gains over the same single-task models (AITM: click only).
+    _gains(results[-4:], results[0], ("click", "purchase"))
     return {"data": plain.description, "budget": dataclasses.asdict(budget), "rows": results,
-            "note": "purchase AUC is measured on clicked test rows (where a purchase can be "
-                    "observed) for every row, ESMM's included."}
+            "note": FUNNEL_NOTE}
+
+
+FUNNEL_NOTE = (
+    "purchase AUC is measured on clicked test rows (where a purchase can be observed) for every "
+    "row, ESMM's included; AITM predicts p(click ∧ purchase), not pCVR, and has none. CTCVR AUC: "
+    "p(click ∧ purchase) against click ∧ purchase on every test impression (pCTR · pCVR for the "
+    "sample-space rows, ESMM's and ESCM²'s product, AITM's purchase output), the exact rank AUC "
+    "(Keras' 200-threshold AUC, used for the other columns, is too coarse at a 1 % rate); the "
+    "single-task models have no joint score."
+)
+
+
+def ctcvr_readout(score: Callable[[dict], np.ndarray]) -> Callable[[dict, object], dict]:
+    """A `_Row` readout: the exact AUC of `score(predictions)` as p(click ∧ purchase) against
+    click ∧ purchase on every row of the frame (`ctcvr_auc`)."""
+    def readout(predictions: dict, frame) -> dict[str, float]:
+        purchase = np.nan_to_num(frame["purchase"].to_numpy(dtype=np.float64), nan=0.0)
+        label = (frame["click"].to_numpy() > 0.5) & (purchase > 0.5)
+        return {"ctcvr_auc": rank_auc(label, np.ravel(score(predictions)))}
+    return readout
+
+
+def end_to_end_funnel(data):
+    """The funnel with AITM's labels: purchase = 1 only after a click, 0 on every other
+    impression (the observed purchases, missing off clicks, filled with 0); both tasks over
+    every impression."""
+    from keras_mtl.tasks import Task
+
+    def filled(frame):
+        frame = frame.copy()
+        frame["purchase"] = frame["purchase"].fillna(0.0)
+        return frame
+
+    return dataclasses.replace(data, train=filled(data.train),
+                               validation=filled(data.validation), test=filled(data.test),
+                               tasks=[Task("click"), Task("purchase")])
 
 
 def watch_time(budget: Budget, log: Callable[[str], None] = print) -> dict:
@@ -410,7 +528,7 @@ def watch_time(budget: Budget, log: Callable[[str], None] = print) -> dict:
         results.append({"row": label, "learning_rate": out["learning_rate"],
                         "seconds": out["seconds"],
                         **{k: _summary(v) for k, v in out["values"].items()}})
-        log(_progress(results[-1], ["click", "purchase"]))
+        log(_progress(results[-1], ["click_auc", "purchase_auc"]))
     base = results[0]
     for result in results:
         for name in ("click", "purchase"):
@@ -455,6 +573,90 @@ def movielens(path: str | None, budget: Budget, variant: str = "100k", jit_compi
         result["liked_auc_gain"] = result["liked_auc"]["mean"] - results[0]["liked_auc"]["mean"]
     return {"data": with_history.description, "train_rows": len(with_history.train),
             "test_rows": len(with_history.test), "budget": dataclasses.asdict(budget),
+            "rows": results}
+
+
+def architectures(census_path: str | None, census_budget: Budget, synthetic_budget: Budget,
+                  names: Sequence[str] = presets.ARCHITECTURES,
+                  correlations: Sequence[float] = ARCHITECTURE_CORRELATIONS,
+                  jit_compile: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Experiment `architectures` (see the module docstring): every architecture in `names` with
+    `ew` on Census-Income (beside the single-task models, gains as in experiment 1) and on the
+    synthetic data at each of `correlations` (test MSE, as experiment 2); each row with its
+    parameter count."""
+    log(f"Architectures: {', '.join(names)} with ew on Census-Income and the synthetic data at "
+        f"p = {', '.join(f'{p:g}' for p in correlations)}")
+    began = time.perf_counter()
+    census_part = census(census_path, census_budget, balancers=(), architectures=names, log=log)
+    census_part["seconds"] = time.perf_counter() - began
+    began = time.perf_counter()
+    synthetic_part = synthetic(synthetic_budget, correlations=correlations, architectures=names,
+                               jit_compile=jit_compile, log=log)
+    synthetic_part["seconds"] = time.perf_counter() - began
+    return {"architectures": list(names), "census": census_part, "synthetic": synthetic_part}
+
+
+# `keras-mtl bench --quality --data FILES`: the architectures (`--models`) with ew, and these
+# balancers (`--balancers`) on the first of them; one or two per family (loss-level, magnitude,
+# direction), none that needs 3 tasks or more.
+FILES_MODELS = ("ple", "mmoe", "shared-bottom")
+FILES_BALANCERS = ("uw", "famo", "mgda", "pcgrad")
+# The direction of a task's headline metric, for the learning-rate pick (`files`).
+_HIGHER_IS_BETTER = {"auc", "gauc", "accuracy", "gini"}
+_LOWER_IS_BETTER = {"loss", "rmse", "mae", "mse", "ne", "logloss", "ece", "decile_mape"}
+
+
+def headline_metric(task) -> str:
+    """The log key a task is scored by: its AUC for a binary task that reports one, otherwise
+    its first metric (`Task.metrics`, or its kind's defaults), or its loss if it has none."""
+    names = [m.name for m in task.build_metrics()]
+    if task.kind == "binary" and f"{task.name}_auc" in names:
+        return f"{task.name}_auc"
+    return names[0] if names else f"{task.name}_loss"
+
+
+def _direction(task, key: str) -> bool | None:
+    """True if a larger `key` (a log key of `task`) is better, False if smaller, None unknown."""
+    metric = key[len(task.name) + 1:]
+    if metric in _HIGHER_IS_BETTER or metric.startswith(("ndcg_", "top_")):
+        return True
+    return False if metric in _LOWER_IS_BETTER else None
+
+
+def files(data, budget: Budget, models: Sequence[str] = FILES_MODELS,
+          balancers: Sequence[str] = FILES_BALANCERS, jit_compile: bool | str = "auto",
+          log: Callable[[str], None] = print) -> dict:
+    """The quality benchmark on the user's files (`keras-mtl bench --quality --data`): `data`
+    streams the train/validation/test splits (`as_tf_dataset(split, batch_size, seed)`, with
+    `tasks`, `features` and `description`; the CLI's `FileData`). Every architecture of `models`
+    with ew, then every balancer on `models[0]` at the rate its ew row picked; test headline
+    metric per task (`headline_metric`) over `budget.seeds` seeds. The learning rate is picked
+    on the first seed's mean validation headline metric when every task's points the same way,
+    otherwise on the mean validation task loss."""
+    if not models:
+        raise ValueError("files: give at least one model.")
+    presets_unknown = [m for m in models if m not in presets.ARCHITECTURES]
+    if presets_unknown:
+        raise ValueError(f"Unknown model(s) {presets_unknown}; expected some of "
+                         f"{presets.ARCHITECTURES}.")
+    tasks = list(data.tasks)
+    metrics = {t.name: headline_metric(t) for t in tasks}
+    directions = {_direction(t, metrics[t.name]) for t in tasks}
+    if len(directions) == 1 and None not in directions:
+        keys, higher = list(metrics.values()), directions.pop()
+        pick = "the mean validation " + ", ".join(metrics.values())
+    else:
+        keys, higher = [f"{t.name}_loss" for t in tasks], False
+        pick = "the mean validation task loss (the tasks' metrics point different ways)"
+    rows = [(f"{presets.TITLES[m]} + ew", m, "ew") for m in models]
+    rows += [(f"{presets.TITLES[models[0]]} + {presets.balancer_label(b)}", models[0], b)
+             for b in balancers if b != "ew"]
+    log(f"Your files: {data.description}; {len(rows)} rows × {budget.seeds} seeds")
+    results = _auc_rows(data, rows, budget, single_task=False, log=log, keys=keys,
+                        higher_is_better=higher, reported=list(metrics.values()),
+                        jit_compile=jit_compile)
+    return {"data": data.description, "tasks": [t.name for t in tasks], "metrics": metrics,
+            "models": list(models), "pick": pick, "budget": dataclasses.asdict(budget),
             "rows": results}
 
 
@@ -513,6 +715,13 @@ def run(experiments: Sequence[str] = DEFAULT_EXPERIMENTS, quick: bool = False,
         began = time.perf_counter()
         result["watch-time"] = watch_time(budgets["watch-time"], log=log)
         result["watch-time"]["seconds"] = time.perf_counter() - began
+    if "architectures" in experiments:
+        began = time.perf_counter()
+        result["architectures"] = architectures(
+            census_path, budgets["census"], budgets["synthetic"],
+            names=QUICK_ARCHITECTURES if quick else presets.ARCHITECTURES,
+            jit_compile=not quick, log=log)  # as for synthetic
+        result["architectures"]["seconds"] = time.perf_counter() - began
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -535,6 +744,28 @@ def _rate(value) -> str:
     return "/".join(f"{v:g}" for v in values)
 
 
+def _cell_or_dash(row: dict, key: str) -> str:
+    return _cell(row[key]) if key in row else "-"
+
+
+def _parameters(row: dict) -> str:
+    return f"{row['parameters']:,}" if "parameters" in row else "-"
+
+
+def merge(previous: dict, update: dict) -> dict:
+    """`previous` (a saved result) with the experiments of `update` replacing its own and the
+    others kept; `updates` lists each merge (experiments, minutes, processes, machine), which
+    `format_markdown` states under its machine line. Quick and full results do not mix."""
+    if bool(previous.get("quick")) != bool(update.get("quick")):
+        raise ValueError("Cannot merge a quick-mode result with a full one.")
+    names = [k for k in update if k in (*EXPERIMENTS, "files")]
+    merged = {**previous, **{k: update[k] for k in names}}
+    merged["updates"] = [*previous.get("updates", []),
+                         {"experiments": names, "seconds": update["seconds"],
+                          "jobs": update.get("jobs", 1), "machine": update["machine"]}]
+    return merged
+
+
 def format_markdown(result: dict) -> str:
     """The experiments' tables (those `result` has), under a line naming the machine."""
     jobs = result.get("jobs", 1)
@@ -544,6 +775,13 @@ def format_markdown(result: dict) -> str:
            f"{result['machine']['tensorflow']}; total {result['seconds'] / 60:.0f} min"
            f"{side_by_side}"
            f"{' (quick mode: tiny budgets, not results)' if result['quick'] else ''}.", ""]
+    for update in result.get("updates", []):
+        processes = update.get("jobs", 1)
+        out[-1:] = [f"Rerun since and merged into this file: {', '.join(update['experiments'])} "
+                    f"({update['seconds'] / 60:.0f} min, {processes} "
+                    f"process{'es' if processes > 1 else ''}, {update['machine']['cpu_count']} "
+                    f"CPU cores, TensorFlow {update['machine']['tensorflow']}); the other "
+                    "experiments are the first run's.", ""]
     if "census" in result:
         c = result["census"]
         b = c["budget"]
@@ -592,10 +830,11 @@ def format_markdown(result: dict) -> str:
                 f"picked from {_rate(list(b['learning_rates']))} on validation AUC for the "
                 f"single-task models, PLE + ew and ESMM; balancer rows train at PLE + ew's rate; "
                 f"{f['note']}", "",
-                "| model | click AUC | purchase AUC | click gain | purchase gain | lr |",
-                "|---|---|---|---|---|---|"]
+                "| model | click AUC | purchase AUC | CTCVR AUC | click gain | purchase gain | lr |",
+                "|---|---|---|---|---|---|---|"]
         for r in f["rows"]:
-            out.append(f"| {r['row']} | {_cell(r['click_auc'])} | {_cell(r['purchase_auc'])} | "
+            out.append(f"| {r['row']} | {_cell(r['click_auc'])} | "
+                       f"{_cell_or_dash(r, 'purchase_auc')} | {_cell_or_dash(r, 'ctcvr_auc')} | "
                        f"{_gain(r.get('click_gain'))} | {_gain(r.get('purchase_gain'))} | "
                        f"{_rate(r['learning_rate'])} |")
         out.append("")
@@ -633,4 +872,76 @@ def format_markdown(result: dict) -> str:
                        f"{_gain(r['click_gain'])} | {_gain(r['purchase_gain'])} | {rmse} | "
                        f"{pcoc} | {_rate(r['learning_rate'])} |")
         out.append("")
+    if "architectures" in result:
+        out += _architectures_markdown(result["architectures"])
+    if "files" in result:
+        out += _files_markdown(result["files"])
     return "\n".join(out)
+
+
+def _architectures_markdown(a: dict) -> list[str]:
+    c, s = a["census"], a["synthetic"]
+    cb, sb = c["budget"], s["budget"]
+    out = [f"### Architectures on Census-Income: test AUC, mean ± std over {cb['seeds']} seeds "
+           f"({_minutes(c)})", "",
+           f"{c['data']}; {c['train_rows']:,} train / {c['test_rows']:,} test rows. Every "
+           f"architecture's preset (`keras-mtl train --model`, 4 experts' budget of 64 units, "
+           f"towers of 32) with ew; {cb['epochs']} epochs, batch {cb['batch_size']}, Adam, "
+           f"learning rate picked from {_rate(list(cb['learning_rates']))} per row on "
+           "validation AUC. Gain: mean AUC minus the single-task model's (negative = negative "
+           "transfer).", "",
+           "| model | parameters | income AUC | never-married AUC | income gain | "
+           "never-married gain | lr |", "|---|---|---|---|---|---|---|"]
+    for r in c["rows"]:
+        out.append(f"| {r['row']} | {_parameters(r)} | {_cell(r['income_auc'])} | "
+                   f"{_cell(r['never_married_auc'])} | {_gain(r.get('income_gain'))} | "
+                   f"{_gain(r.get('never_married_gain'))} | {_rate(r['learning_rate'])} |")
+    correlations = sorted({r["correlation"] for r in s["rows"]})
+    out += ["", f"### Architectures on the synthetic data (MMoE §3.2): test MSE, mean ± std over "
+            f"{sb['seeds']} seeds ({_minutes(s)})", "",
+            f"20,000 rows per correlation p, {sb['epochs']} epochs, batch {sb['batch_size']}, "
+            f"Adam, learning rate picked from {_rate(list(sb['learning_rates']))} per row on "
+            "validation MSE; every preset with an 8-expert budget of 16 units (Shared-Bottom: "
+            "one layer of 113), towers of 8.", "",
+            "| model | parameters | " + " | ".join(f"p = {p:g}" for p in correlations)
+            + " | lr |", "|---|---|" + "---|" * len(correlations) + "---|"]
+    for name in a["architectures"]:
+        rows = {r["correlation"]: r for r in s["rows"] if r["architecture"] == name}
+        if not rows:
+            continue
+        first = rows[min(rows)]
+        cells = " | ".join(_cell(rows[p]["mean_mse"]) if p in rows else "-"
+                           for p in correlations)
+        out.append(f"| {presets.TITLES[name]} + ew | {_parameters(first)} | {cells} | "
+                   f"{'/'.join(_rate(rows[p]['learning_rate']) for p in sorted(rows))} |")
+    for p in correlations:
+        rows = sorted((r for r in s["rows"] if r["correlation"] == p),
+                      key=lambda r: r["mean_mse"]["mean"])
+        out.append("")
+        out.append(f"Lowest MSE first at p = {p:g}: "
+                   + " < ".join(presets.TITLES[r["architecture"]] for r in rows) + ".")
+    out.append("")
+    return out
+
+
+def _metric_title(task: str, key: str) -> str:
+    metric = key[len(task) + 1:]
+    return f"{task} {'AUC' if metric == 'auc' else metric}"
+
+
+def _files_markdown(f: dict) -> list[str]:
+    b = f["budget"]
+    metrics = f["metrics"]
+    first = presets.TITLES[f["models"][0]]
+    out = [f"### Your files: test metric per task, mean ± std over {b['seeds']} seeds "
+           f"({_minutes(f)})", "",
+           f"{f['data']}. {b['epochs']} epochs, batch {b['batch_size']}, Adam, learning rate "
+           f"picked from {_rate(list(b['learning_rates']))} per architecture with ew on "
+           f"{f['pick']} (first seed); the balancer rows train at {first} + ew's rate.", "",
+           "| model | parameters | " + " | ".join(_metric_title(t, metrics[t]) for t in f["tasks"])
+           + " | lr |", "|---|---|" + "---|" * len(f["tasks"]) + "---|"]
+    for r in f["rows"]:
+        cells = " | ".join(_cell_or_dash(r, metrics[t]) for t in f["tasks"])
+        out.append(f"| {r['row']} | {_parameters(r)} | {cells} | {_rate(r['learning_rate'])} |")
+    out.append("")
+    return out
