@@ -246,13 +246,7 @@ def _throughput(args: argparse.Namespace) -> dict:
             names, baseline=architectures[0], num_tasks=task_counts[0],
             balancer=(args.balancers or "ew").split(",")[0], jit_compile=jit_modes[0],
             log=lambda line: print(line, flush=True), **settings)
-        table = throughput.format_architectures(result)
-        print(table)
-        if args.markdown:
-            report.save_text(table, args.markdown)
-        if args.json:
-            report.save_json(result, args.json)
-        return result
+        return _printed_and_saved(throughput.format_architectures(result), result, args)
     balancers = (args.balancers.split(",") if args.balancers
                  else list(throughput.QUICK_BALANCERS) if args.quick else None)
     result = throughput.run_grid(balancers, architectures=architectures, task_counts=task_counts,
@@ -281,24 +275,16 @@ def _choices(value: str, allowed, flag: str) -> list[str]:
 
 
 def streaming(args: argparse.Namespace) -> dict:
-    from keras_mtl.benchmarks import report
     from keras_mtl.benchmarks import streaming as streaming_lib
 
     rows = [int(float(r)) for r in args.streaming.split(",")]
     result = streaming_lib.run(rows, batch_size=args.batch_size,
                                log=lambda line: print(line, flush=True))
-    table = streaming_lib.format_markdown(result)
-    print("\n" + table)
-    if args.markdown:
-        report.save_text(table, args.markdown)
-    if args.json:
-        report.save_json(result, args.json)
-    return result
+    return _printed_and_saved(streaming_lib.format_markdown(result), result, args, lead="\n")
 
 
 def first_step(args: argparse.Namespace) -> dict:
     from keras_mtl.benchmarks import first_step as first_step_lib
-    from keras_mtl.benchmarks import report
 
     balancers = (args.balancers.split(",") if args.balancers
                  else list(first_step_lib.DEFAULT_BALANCERS))
@@ -309,8 +295,14 @@ def first_step(args: argparse.Namespace) -> dict:
     result = first_step_lib.run(balancers, census_path=args.data_path,
                                 jit_compile=None if jit == "auto" else jit,
                                 log=lambda line: print(line, flush=True))
-    table = first_step_lib.format_markdown(result)
-    print("\n" + table)
+    return _printed_and_saved(first_step_lib.format_markdown(result), result, args, lead="\n")
+
+
+def _printed_and_saved(table: str, result: dict, args: argparse.Namespace, lead: str = "") -> dict:
+    """A benchmark's table printed, and written to `--markdown` / `--json` where given."""
+    from keras_mtl.benchmarks import report
+
+    print(lead + table)
     if args.markdown:
         report.save_text(table, args.markdown)
     if args.json:

@@ -343,3 +343,14 @@ def test_quality_benchmark_on_your_files(tmp_path, capsys):
         main(["bench", "--quality", "--data", paths["train"], "--task", "click"])
     with pytest.raises(SystemExit, match="go with --data"):
         main(["bench", "--quality", "--task", "click"])
+
+
+def test_bench_compare_architectures_writes_the_table_and_json(tmp_path, capsys):
+    path = os.path.join(tmp_path, "architectures.json")
+    main(["bench", "--quick", "--jit-compile", "false", "--model", "mmoe",
+          "--compare-architectures", "omoe,shared-bottom", "--tasks", "2", "--json", path])
+    with open(path) as handle:
+        result = json.load(handle)
+    assert [r["architecture"] for r in result["rows"]] == ["MMoE", "OMoE", "Shared-Bottom"]
+    assert result["config"]["baseline"] == "MMoE" and result["config"]["num_tasks"] == 2
+    assert "| Shared-Bottom |" in capsys.readouterr().out
