@@ -9,7 +9,9 @@ from keras_mtl.gradients.blocks import (
     block_gramian,
     block_row_norms,
     block_weighted_sum,
+    compiling_with_xla,
     dense_blocks,
+    row_dots,
 )
 
 B, E, D, X = 5, 3, 4, 6
@@ -63,6 +65,49 @@ def test_vectorised_gramian_of_many_tasks_matches_the_materialised_matrix():
     blocks = structured_blocks(1) + structured_blocks(2) + structured_blocks(3)  # K = 9
     matrix = as_matrix(blocks)
     np.testing.assert_allclose(block_gramian(blocks), matrix @ matrix.T, rtol=1e-5, atol=1e-4)
+
+
+def test_compiling_with_xla_tells_a_jit_compiled_trace_from_the_others():
+    # The reductions choose their form by it; if TensorFlow moved its XLA context this fails
+    # (the reductions would silently take the slower form).
+    seen = []
+
+    def probe(x):
+        seen.append(compiling_with_xla())
+        return x
+
+    tf.function(probe, jit_compile=True)(tf.constant(1.0))
+    tf.function(probe)(tf.constant(1.0))
+    probe(tf.constant(1.0))
+    assert seen == [True, False, False]
+
+
+@pytest.mark.parametrize("num_groups", [1, 2, 3])  # K = 3 (pairs), 6 (pairs under XLA), 9
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_reductions_in_a_compiled_step_match_the_materialised_matrix(num_groups, jit_compile):
+    # Under XLA the row reductions are products with ones, and the pairwise Gramian reaches
+    # further (`PAIRWISE_MAX_TASKS_XLA`): every form must give the materialised matrix's answer.
+    seeds = range(1, num_groups + 1)
+    blocks = [row for seed in seeds for row in structured_blocks(seed)]
+    matrix = as_matrix(blocks)
+
+    @tf.function(jit_compile=jit_compile)
+    def reductions():
+        traced = [row for seed in seeds for row in structured_blocks(seed)]
+        return block_gramian(traced), block_row_norms(traced)
+
+    gram, norms = reductions()
+    np.testing.assert_allclose(gram, matrix @ matrix.T, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(norms, np.linalg.norm(matrix, axis=1), rtol=1e-5)
+
+
+def test_row_dots_are_per_row_inner_products_in_every_mode():
+    rng = np.random.default_rng(0)
+    a, b = (tf.constant(rng.normal(size=(7, 3, 5)), tf.float32) for _ in range(2))
+    expected = np.einsum("bij,bij->b", a.numpy(), b.numpy())
+    for jit_compile in (False, True):
+        np.testing.assert_allclose(tf.function(row_dots, jit_compile=jit_compile)(a, b),
+                                   expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_tensor_no_task_reaches_is_an_error_not_a_silent_zero():
