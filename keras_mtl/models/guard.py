@@ -30,15 +30,32 @@ _REASON_WORDS = {"nonfinite_loss": "non-finite loss", "nonfinite_gradient": "non
 
 def all_finite(tensors: Iterable) -> tf.Tensor:
     """True where every floating-point tensor of `tensors` is finite (integers always are;
-    IndexedSlices are checked on their values)."""
+    IndexedSlices are checked on their values).
+
+    Tensors up to `_CHECKED_TOGETHER` elements are flattened into one vector per dtype and
+    checked at once: one reduction instead of one per variable, which at MMoE K = 32 (≈ 190
+    gradients) took ≈ 200 of the ≈ 2,900 kernels XLA compiles for the step, and as many kernel
+    launches without XLA. Larger ones (a densified embedding table) are checked in place rather
+    than copied."""
+    together: dict = {}
     finite = tf.constant(True)
     for tensor in tensors:
         if isinstance(tensor, tf.IndexedSlices):
             tensor = tensor.values
         tensor = tf.convert_to_tensor(tensor)
-        if tensor.dtype.is_floating:
+        if not tensor.dtype.is_floating:
+            continue
+        size = tensor.shape.num_elements()
+        if size is not None and size <= _CHECKED_TOGETHER:
+            together.setdefault(tensor.dtype, []).append(tf.reshape(tensor, [-1]))
+        else:
             finite &= tf.reduce_all(tf.math.is_finite(tensor))
+    for flat in together.values():
+        finite &= tf.reduce_all(tf.math.is_finite(tf.concat(flat, 0)))
     return finite
+
+
+_CHECKED_TOGETHER = 1 << 20
 
 
 def agreed(flags: Sequence[tf.Tensor], replica) -> list[tf.Tensor]:
