@@ -292,9 +292,14 @@ def first_step(args: argparse.Namespace) -> dict:
         jit = _jit_flag(args.jit_compile or "auto")
     except argparse.ArgumentTypeError as error:
         raise SystemExit(str(error)) from None
+    bench_model = {}
+    if args.model:  # the throughput benchmark's model instead of the quickstart's
+        bench_model = dict(architecture=args.model.split(",")[0],
+                           num_tasks=int(args.tasks.split(",")[0]), batch_size=args.batch_size,
+                           experts=args.num_experts, units=args.expert_units)
     result = first_step_lib.run(balancers, census_path=args.data_path,
                                 jit_compile=None if jit == "auto" else jit,
-                                log=lambda line: print(line, flush=True))
+                                log=lambda line: print(line, flush=True), **bench_model)
     return _printed_and_saved(first_step_lib.format_markdown(result), result, args, lead="\n")
 
 
@@ -538,7 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--first-step", action="store_true",
                    help="Instead of throughput: seconds from fit() to the end of the first step "
                         "of the README quickstart's model, each balancer in a fresh process "
-                        "(on Census-Income with --data-path, else on the synthetic data).")
+                        "(on Census-Income with --data-path, else on the synthetic data); with "
+                        "--model, of the throughput benchmark's model instead (its first "
+                        "architecture and --tasks count, e.g. --model mmoe --tasks 32 "
+                        "--jit-compile true).")
     b.add_argument("--embedding-rows", type=int, default=0,
                    help="Also measure a model with an id feature embedded in a table of this "
                         "many rows (e.g. 10000000) at the representation level.")

@@ -215,8 +215,9 @@ def test_bench_first_step_defaults_to_compile_s_auto_and_reads_the_census_path(
 
     calls = {}
 
-    def fake_run(balancers, census_path=None, jit_compile=None, log=print):
-        calls.update(balancers=balancers, census_path=census_path, jit_compile=jit_compile)
+    def fake_run(balancers, census_path=None, jit_compile=None, log=print, **bench_model):
+        calls.update(balancers=balancers, census_path=census_path, jit_compile=jit_compile,
+                     **bench_model)
         row = {"balancer": "ew", "level": "losses", "data": "census", "xla": False,
                "import_seconds": 1.0, "data_seconds": 1.0, "build_seconds": 1.0,
                "first_step_seconds": 2.0, "steady_step_ms": 5.0}
@@ -232,6 +233,11 @@ def test_bench_first_step_defaults_to_compile_s_auto_and_reads_the_census_path(
     assert os.path.exists(markdown)
     main(["bench", "--first-step", "--balancers", "ew,upgrad", "--jit-compile", "true"])
     assert calls["balancers"] == ["ew", "upgrad"] and calls["jit_compile"] is True
+    calls.clear()
+    main(["bench", "--first-step", "--model", "mmoe", "--tasks", "32", "--jit-compile", "true"])
+    assert calls == {"balancers": list(first_step.DEFAULT_BALANCERS), "census_path": None,
+                     "jit_compile": True, "architecture": "mmoe", "num_tasks": 32,
+                     "batch_size": 2048, "experts": 8, "units": 256}
 
 
 def test_train_with_a_dbmtl_task_graph_in_task_order(tmp_path, capsys):

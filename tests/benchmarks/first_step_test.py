@@ -31,3 +31,14 @@ def test_the_table_names_the_rows_over_the_target(capsys):
     first_step.main(["--balancer", "ew", "--jit-compile", "false"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["balancer"] == "ew" and printed["xla"] is False
+
+
+def test_the_benchmark_model_in_a_fresh_process_has_the_many_task_target():
+    result = first_step.run(["ew"], jit_compile=False, log=lambda line: None,
+                            architecture="mmoe", num_tasks=3, batch_size=64, experts=2, units=8)
+    (row,) = result["rows"]
+    assert row["data"] == "mmoe, K = 3, 2 × 8, batch 64" and row["xla"] is False
+    assert row["first_step_seconds"] > 0 and row["steady_step_ms"] > 0
+    assert result["target_seconds"] == first_step.MANY_TASKS_TARGET_SECONDS
+    table = first_step.format_markdown(result)
+    assert "the throughput benchmark's mmoe, K = 3" in table and "Over the 30 s target" in table
