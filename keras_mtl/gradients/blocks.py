@@ -58,7 +58,7 @@ def compiling_with_xla() -> bool:
 
     The reductions below pick their form by it: XLA's CPU reductions run 4–5× slower than its
     dot (an Eigen kernel), so under XLA a row sum is a product with a ones vector, while without
-    XLA TensorFlow's own reduction is as fast as the product (measured on 2 cores, four
+    XLA TensorFlow's own reduction is as fast as the product (timed by hand on 2 cores, four
     2048 × 256 squared norms: 2.1 ms reduced vs 0.47 ms as products under XLA, 0.94 vs 0.88 ms
     without). TensorFlow's XLA control-flow context is the only record of it during tracing: its
     module is internal, so this falls back to False if it moves (the test of this function then
@@ -147,10 +147,10 @@ def block_gramian(blocks: list[list]) -> tf.Tensor:
 
 
 # Up to this many tasks the K(K+1)/2 pairs are cheaper as separate row products than the stacked
-# form (MMoE 8 × 256 cut, batch 2048, 2 cores). Without XLA: 3.1 ms either way at K = 4, pairs
-# 11.9 ms vs stacked 6.5 ms at K = 8. Under XLA, with `row_dots` as products: 1.1 vs 4.8 ms at
-# K = 4, 3.3 vs 7.7 ms at K = 8; at K = 16, 13 vs 16 ms but a graph that compiles slowly, and at
-# K = 32 41 vs 31 ms.
+# form (timed by hand: MMoE 8 × 256 cut, batch 2048, 2 cores). Without XLA: 3.1 ms either way at
+# K = 4, pairs 11.9 ms vs stacked 6.5 ms at K = 8. Under XLA, with `row_dots` as products: 1.1 vs
+# 4.8 ms at K = 4, 3.3 vs 7.7 ms at K = 8; at K = 16, 13 vs 16 ms but a graph that compiles
+# slowly, and at K = 32 41 vs 31 ms.
 PAIRWISE_MAX_TASKS = 4
 PAIRWISE_MAX_TASKS_XLA = 8
 
