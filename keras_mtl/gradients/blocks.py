@@ -81,8 +81,8 @@ def row_dots(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 
 def sum_of_squares(tensor: tf.Tensor) -> tf.Tensor:
-    """`‖t‖²`, reduced row by row first (`row_dots`): without XLA, a `[d0, -1]` view reduced by
-    rows then summed took 3.0 ms for a 2048×8×256 tensor, against 6.5 ms for a flat dot."""
+    """`‖t‖²` as the sum of its rows' squared norms (`row_dots`): a `[d0, -1]` view reduced by
+    rows, which ran about twice as fast as a flat dot or `reduce_sum` (timed by hand)."""
     if tensor.shape.rank is not None and tensor.shape.rank >= 2:
         return tf.reduce_sum(row_dots(tensor, tensor))
     return tf.reduce_sum(tf.square(tensor))
