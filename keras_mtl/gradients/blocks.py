@@ -186,7 +186,19 @@ def block_row_norms(blocks: list[list]) -> tf.Tensor:
 def block_weighted_sum(blocks: list[list], weights: tf.Tensor) -> list[tf.Tensor]:
     """`Σ_k w_k blocks[k][s]` for every cut tensor s, in its own shape. Outer-product blocks of a
     tensor are summed as `Σ_k (w_k W_k)[b, e] G_k[b, d]`, fused into one pass over it."""
-    weights = tf.unstack(weights)
+    return _block_sum(blocks, tf.unstack(weights))
+
+
+def block_sum(blocks: list[list]) -> list[tf.Tensor]:
+    """`Σ_k blocks[k][s]` for every cut tensor s, in its own shape (`block_weighted_sum` with
+    unit weights, without multiplying by them)."""
+    return _block_sum(blocks, [None] * len(blocks))
+
+
+def _block_sum(blocks: list[list], weights: list) -> list[tf.Tensor]:
+    def weighted(w, tensor):
+        return tensor if w is None else tf.cast(w, tensor.dtype) * tensor
+
     combined = []
     for s in range(len(blocks[0])):
         dense_terms, outer_terms = [], []
@@ -195,10 +207,10 @@ def block_weighted_sum(blocks: list[list], weights: tf.Tensor) -> list[tf.Tensor
             if isinstance(block, OuterProductBlock):
                 outer_terms.append((w, block))
             elif block is not None:
-                dense_terms.append(tf.cast(w, block.dtype) * block)
+                dense_terms.append(weighted(w, block))
         if outer_terms:
             dense_terms.append(tf.add_n([
-                (tf.cast(w, b.grads.dtype) * b.weights)[:, :, None] * b.grads[:, None, :]
+                weighted(w, b.weights)[:, :, None] * b.grads[:, None, :]
                 for w, b in outer_terms]))
         if not dense_terms:
             raise ValueError(f"No task reaches cut tensor {s}: every block is None.")

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.gradients.blocks import OuterProductBlock, block_weighted_sum
+from keras_mtl.gradients.blocks import OuterProductBlock, block_sum, block_weighted_sum
 from keras_mtl.gradients.distribution import (
     global_sum,
     replica_context,
@@ -91,58 +91,106 @@ class Extraction:
         return self._chain(result)
 
 
-def extract(level: str, run: ForwardPass, partition: VariablePartition,
-            scale: tf.Tensor | None = None, hessian_term: bool = False) -> Extraction:
-    """Runs `run` on a tape and extracts the task information `level` asks for.
+class Recording:
+    """One forward pass recorded on a tape, before anything is taken from it.
 
-    `scale`: the loss scale under mixed precision (None otherwise); `hessian_term`: also the exact
-    `Σ_i H_i (S − g_i)` over the balanced parameters (parameter level, one replica)."""
+    Two things can be taken from it: the task information at its level (`extraction()`), or
+    only the gradients of the weighted loss sum `Σ_k w_k L_k` for a given result
+    (`weighted_gradients(result)`: one backward pass, the cost of plain training). A step that
+    decides between the two in a `tf.cond` (a balancer that recomputes its weights every k
+    steps) records once, outside the cond, so the model's forward pass is traced and compiled
+    once rather than once per branch."""
+
+    def __init__(self, level, tape, taped: TapedPass, losses, scaled_losses, partition, scale,
+                 factored, hessian_run):
+        self.level = level
+        self.outputs = taped.outputs
+        # `losses`: the stacked `[K]` losses; `scaled_losses`: each task's scalar, times the loss
+        # scale under mixed precision (both recorded on the tape).
+        self._tape, self._taped = tape, taped
+        self._losses, self._scaled_losses = losses, scaled_losses
+        self._partition, self._scale, self._factored = partition, scale, factored
+        self._hessian_run = hessian_run
+
+    def extraction(self) -> Extraction:
+        """The task information at this recording's level, and the chain back to variables."""
+        tape, taped, partition, scale = self._tape, self._taped, self._partition, self._scale
+        global_losses = global_sum(self._losses)
+        if self.level == "losses":
+            losses = self._losses
+
+            def chain(result):
+                return weighted_loss_gradients(tape, losses, partition, result.weights_for_shared,
+                                               result.task_weights, scale)
+
+            extraction = Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
+            return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+        replica, num_replicas = replica_context()
+        cut_rows, head_rows = _cut_and_head_gradients(tape, taped, self._scaled_losses,
+                                                      partition.heads, self._factored)
+        unscaled_rows = [[unscaled_block(g, scale) for g in row] for row in cut_rows]
+
+        def head_gradients(result) -> list:
+            return weighted_gradient_sum(head_rows, tf.stop_gradient(result.task_weights))
+
+        if self.level == "representation":
+            extraction = _representation_level(tape, taped, unscaled_rows, global_losses,
+                                               partition, scale, replica, head_gradients)
+        else:
+            extraction = _parameter_level(tape, taped, cut_rows, unscaled_rows, global_losses,
+                                          partition, scale, replica, num_replicas,
+                                          head_gradients, self._hessian_run)
+        return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+
+    def weighted_gradients(self, result) -> list:
+        """One gradient per variable of the partition for `Σ_k w_k L_k`: shared variables with
+        `result.weights_for_shared`, heads with `result.task_weights` (scaled under loss scaling,
+        as `Extraction.chain`'s). Nothing is extracted per task: at a gradient level the heads
+        are back-propagated once to the detached cut, and the trunk once from there."""
+        tape, taped, partition, scale = self._tape, self._taped, self._partition, self._scale
+        if self.level == "losses":
+            grads = weighted_loss_gradients(tape, self._losses, partition,
+                                            result.weights_for_shared, result.task_weights, scale)
+        else:
+            grads = _weighted_through_cut(tape, taped, self._losses, partition,
+                                          result.weights_for_shared, result.task_weights, scale)
+        return _auxiliary_added(grads, tape, taped.auxiliary, partition, scale)
+
+
+def record(level: str, run: ForwardPass, partition: VariablePartition,
+           scale: tf.Tensor | None = None, hessian_term: bool = False) -> Recording:
+    """Runs `run` on a tape, in the form `level` needs (the heads on a detached cut at the
+    gradient levels, factored readouts at the representation level on one replica).
+
+    `scale`: the loss scale under mixed precision (None otherwise); `hessian_term`: the
+    parameter-level extraction also computes the exact `Σ_i H_i (S − g_i)` over the balanced
+    parameters (one replica)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
-    if level == "losses":
-        return _losses_level(run, partition, scale)
-    replica, num_replicas = replica_context()
-    if hessian_term and replica is not None:
+    replica, _ = replica_context()
+    if level != "losses" and hessian_term and replica is not None:
         raise NotImplementedError(
             "The exact Hessian term is not computed across replicas yet; train this balancer "
             "without a distribution strategy, or with one replica.")
+    detached = level != "losses"
     # Factored blocks are kept at the representation level on one replica; the parameter level
     # (and gathering across replicas) needs them dense.
     factored = level == "representation" and replica is None
     with tf.GradientTape(persistent=True) as tape:
-        taped = run(True, factored, tape.watch)
+        taped = run(detached, factored, tape.watch if detached else None)
         losses = list(taped.losses)
-        scaled_losses = losses if scale is None else [loss * scale for loss in losses]
-    global_losses = global_sum(tf.stack(losses))
-    cut_rows, head_rows = _cut_and_head_gradients(tape, taped, scaled_losses, partition.heads,
-                                                  factored)
-    unscaled_rows = [[unscaled_block(g, scale) for g in row] for row in cut_rows]
-
-    def head_gradients(result) -> list:
-        return weighted_gradient_sum(head_rows, tf.stop_gradient(result.task_weights))
-
-    if level == "representation":
-        extraction = _representation_level(tape, taped, unscaled_rows, global_losses, partition,
-                                           scale, replica, head_gradients)
-    else:
-        extraction = _parameter_level(tape, taped, cut_rows, unscaled_rows, global_losses,
-                                      partition, scale, replica, num_replicas, head_gradients,
-                                      run if hessian_term else None)
-    return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+        scaled_losses = losses if scale is None or not detached else [
+            loss * tf.cast(scale, loss.dtype) for loss in losses]
+        stacked = tf.stack(losses)
+    return Recording(level, tape, taped, stacked, scaled_losses, partition, scale, factored,
+                     run if hessian_term and level == "parameters" else None)
 
 
-def _losses_level(run, partition, scale) -> Extraction:
-    with tf.GradientTape(persistent=True) as tape:
-        taped = run(False, False, None)
-        losses = tf.stack(list(taped.losses))
-    global_losses = global_sum(losses)
-
-    def chain(result):
-        return weighted_loss_gradients(tape, losses, partition, result.weights_for_shared,
-                                       result.task_weights, scale)
-
-    extraction = Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
-    return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+def extract(level: str, run: ForwardPass, partition: VariablePartition,
+            scale: tf.Tensor | None = None, hessian_term: bool = False) -> Extraction:
+    """Runs `run` on a tape and extracts the task information `level` asks for
+    (`record(...).extraction()`)."""
+    return record(level, run, partition, scale, hessian_term).extraction()
 
 
 def _with_auxiliary(extraction: Extraction, tape, auxiliary, partition: VariablePartition,
@@ -151,19 +199,26 @@ def _with_auxiliary(extraction: Extraction, tape, auxiliary, partition: Variable
     the variables it reaches; the same extraction when there is no auxiliary loss."""
     if auxiliary is None:
         return extraction
+    inner = extraction.chain
+
+    def chain(result) -> list:
+        return _auxiliary_added(inner(result), tape, auxiliary, partition, scale)
+
+    return Extraction(extraction.task_gradients, extraction.outputs, chain)
+
+
+def _auxiliary_added(grads: list, tape, auxiliary, partition: VariablePartition, scale) -> list:
+    """`grads` plus `∇ auxiliary` (weight 1) on the variables it reaches."""
+    if auxiliary is None:
+        return grads
     _, num_replicas = replica_context()
     # The optimizer sums the replicas' gradients: each contributes 1/N of its batch mean. Under
     # loss scaling the gradient leaves scaled like the task gradients.
     factor = 1.0 / num_replicas
     cotangent = tf.constant(factor, auxiliary.dtype) if scale is None else (
         tf.cast(scale, auxiliary.dtype) * factor)
-    inner = extraction.chain
-
-    def chain(result) -> list:
-        extra = tape.gradient(auxiliary, list(partition.variables), output_gradients=cotangent)
-        return [_added(g, a) for g, a in zip(inner(result), extra, strict=True)]
-
-    return Extraction(extraction.task_gradients, extraction.outputs, chain)
+    extra = tape.gradient(auxiliary, list(partition.variables), output_gradients=cotangent)
+    return [_added(g, a) for g, a in zip(grads, extra, strict=True)]
 
 
 def _added(g, a):
@@ -229,6 +284,45 @@ def _cut_and_head_gradients(tape, taped: TapedPass, losses, heads, factored):
         if all(row[s] is None for row in cut_rows):  # no task reaches this tensor
             cut_rows[0][s] = tf.zeros_like(leaf)
     return cut_rows, head_rows
+
+
+def _weighted_through_cut(tape, taped: TapedPass, losses, partition: VariablePartition,
+                          shared_weights, head_weights, scale) -> list:
+    """`Σ_k w_k L_k`'s gradients from a pass whose heads read a detached cut: the heads' backward
+    pass reaches the cut copies (and the gated readouts' terms, whose gradient is the outer
+    product with the gate weights), and their sum goes through the trunk in one backward pass —
+    the two halves of the single pass that plain training takes."""
+    leaves = list(taped.leaves)
+    readouts = [r for task in taped.readouts or () for r in task]
+    cut_side = [*leaves, *(r.term for r in readouts)]
+    heads = list(partition.heads)
+
+    def cotangent(weights):
+        weights = tf.stop_gradient(tf.cast(weights, losses.dtype))
+        return weights if scale is None else weights * tf.cast(scale, losses.dtype)
+
+    if head_weights is shared_weights:
+        grads = tape.gradient(losses, [*cut_side, *heads],
+                              output_gradients=cotangent(shared_weights))
+        cut_grads, head_grads = grads[:len(cut_side)], grads[len(cut_side):]
+    else:
+        cut_grads = tape.gradient(losses, cut_side, output_gradients=cotangent(shared_weights))
+        head_grads = tape.gradient(losses, heads, output_gradients=cotangent(head_weights))
+    rows = [list(cut_grads[:len(leaves)])]
+    for readout, grad in zip(readouts, cut_grads[len(leaves):], strict=True):
+        if grad is not None:
+            row = [None] * len(leaves)
+            row[readout.cut_index] = OuterProductBlock(tf.stop_gradient(readout.weights), grad)
+            rows.append(row)
+    for s, leaf in enumerate(leaves):
+        if all(row[s] is None for row in rows):  # no task reaches this tensor
+            rows[0][s] = tf.zeros_like(leaf)
+    shared = list(partition.shared)
+    by_id = dict(zip(map(id, shared), tape.gradient(
+        list(taped.cut), shared, output_gradients=block_sum(rows), unconnected_gradients=_ZERO),
+        strict=True))
+    by_id.update(zip(map(id, heads), head_grads, strict=True))
+    return [by_id.get(id(v)) for v in partition.variables]
 
 
 def _representation_level(tape, taped, cut_rows, losses, partition, scale, replica,

@@ -24,7 +24,7 @@ from keras_mtl.features import FeatureEncoder
 from keras_mtl.features.spec import FeatureSpec, as_feature_spec
 from keras_mtl.gradients import TaskGradients
 from keras_mtl.gradients.distribution import global_sum, loss_scale, replica_context
-from keras_mtl.gradients.extraction import Extraction, TapedPass, extract
+from keras_mtl.gradients.extraction import Recording, TapedPass, record
 from keras_mtl.gradients.partition import VariablePartition, partition_variables
 from keras_mtl.layers.backbone import Backbone
 from keras_mtl.layers.custom import CustomBackbone
@@ -378,10 +378,10 @@ class MultiTaskModel(keras.Model):
         """The batch's task gradients at `level` (default: the balancer's), as a balancer gets
         them (`TaskGradients`; `.as_matrix()` gives `J`), no step taken."""
         level = self._balancer.level if level is None else level
-        return self._extract(level, x, y, sample_weight, training).task_gradients
+        return self._record(level, x, y, sample_weight, training).extraction().task_gradients
 
-    def _extract(self, level, x, y, sample_weight, training, hessian_term=False) -> Extraction:
-        """`keras_mtl.gradients.extract` on this model's forward pass and task losses."""
+    def _record(self, level, x, y, sample_weight, training, hessian_term=False) -> Recording:
+        """`keras_mtl.gradients.record`: this model's forward pass and task losses on a tape."""
         def run(detach_cut: bool, factored: bool, watch=None) -> TapedPass:
             forward = self.forward(x, training=training, detach_cut=detach_cut, factored=factored,
                                    watch=watch)
@@ -389,8 +389,8 @@ class MultiTaskModel(keras.Model):
             return TapedPass(terms.weighted, forward.cut, forward.leaves, forward.readouts,
                              (terms, forward.logits), forward.auxiliary)
 
-        return extract(level, run, self.partition, loss_scale(getattr(self, "optimizer", None)),
-                       hessian_term)
+        return record(level, run, self.partition, loss_scale(getattr(self, "optimizer", None)),
+                      hessian_term)
 
     # ------------------------------------------------------------------------------ gradients
     def compute_gradients(self, x, y, sample_weight=None, training=True) -> StepGradients:
@@ -398,9 +398,9 @@ class MultiTaskModel(keras.Model):
         balancer = self._balancer
         step = self.optimizer.iterations if getattr(self, "optimizer", None) is not None else 0
         context = BalanceContext(step=tf.cast(step, tf.int64), epoch=self.epoch.value)
-        extract = functools.partial(self._extract, x=x, y=y, sample_weight=sample_weight,
-                                    training=training)
-        return balanced_gradients(balancer, extract, self.partition, context)
+        recorder = functools.partial(self._record, x=x, y=y, sample_weight=sample_weight,
+                                     training=training)
+        return balanced_gradients(balancer, recorder, self.partition, context)
 
     # ------------------------------------------------------------------------------ steps
     # The steps are written for graph mode (explicit `tf.cond`/`tf.while_loop` where control

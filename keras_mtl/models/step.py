@@ -3,8 +3,9 @@
 `balanced_gradients` is the whole walk of a batch up to the optimizer. It asks the balancer once,
 before anything is extracted, what it needs this step (`Balancer.schedule`): task gradients at
 its level, or — on the steps where it reuses stored weights (`every=k`) — nothing but the losses,
-whose weighted sum is back-propagated once. The balancer never sees the tape; the gradients
-package never sees a balancer class.
+whose weighted sum is back-propagated once. Both read one recorded forward pass
+(`keras_mtl.gradients.extraction.record`), so the model's forward pass is traced once, not once
+per branch. The balancer never sees the tape; the gradients package never sees a balancer class.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import tensorflow as tf
 
 from keras_mtl.balancers.base import BalanceContext, Balancer, BalanceResult
 from keras_mtl.gradients.distribution import global_sum, replica_context
-from keras_mtl.gradients.extraction import Extraction, uniform_gradients
+from keras_mtl.gradients.extraction import Recording, uniform_gradients
 from keras_mtl.gradients.partition import VariablePartition
 from keras_mtl.models.losses import TaskLosses
 
-# `extract(level, hessian_term=False)`: the model's forward pass and losses, extracted at `level`.
-Extract = Callable[..., Extraction]
+# `record(level, hessian_term=False)`: the model's forward pass and losses, recorded for `level`.
+Record = Callable[..., Recording]
 
 
 class StepGradients(NamedTuple):
@@ -40,12 +41,13 @@ class StepGradients(NamedTuple):
     logits: list
 
 
-def balanced_gradients(balancer: Balancer, extract: Extract, partition: VariablePartition,
+def balanced_gradients(balancer: Balancer, record: Record, partition: VariablePartition,
                        context: BalanceContext) -> StepGradients:
     """The step's variable gradients and the balancer's result."""
     needed = balancer.schedule(context)
     if needed is None:
-        return _balanced(balancer, extract, partition, context)
+        recording = record(balancer.level, hessian_term=balancer.needs_hessian_term)
+        return _balanced(balancer, recording, partition, context)
     if replica_context()[0] is not None:
         # Both branches of the cond would hold cross-replica reductions, which
         # MirroredStrategy cannot run inside control flow.
@@ -55,28 +57,30 @@ def balanced_gradients(balancer: Balancer, extract: Extract, partition: Variable
             f"{balancer.name!r} recomputes its weights {cadence} and reuses them between, which "
             f"does not run at the {balancer.level!r} level under a multi-replica strategy yet; "
             "use it without every=, or at the losses level.")
-    return _scheduled(needed, balancer, extract, partition, context)
+    # One forward pass for both branches (`every` wraps no balancer that needs the Hessian term).
+    return _scheduled(needed, balancer, record(balancer.level), partition, context)
 
 
-def _balanced(balancer, extract, partition, context) -> StepGradients:
+def _balanced(balancer, recording: Recording, partition, context) -> StepGradients:
     """Extract → balance → chain."""
-    extraction = extract(balancer.level, hessian_term=balancer.needs_hessian_term)
+    extraction = recording.extraction()
     result = balancer.reduce(extraction.task_gradients, context)
-    return _step(extraction, result, partition)
+    return _step(extraction.outputs, extraction.chain(result), result, partition)
 
 
-def _reused(balancer, extract, partition) -> StepGradients:
+def _reused(balancer, recording: Recording, partition) -> StepGradients:
     """One backward pass of the loss sum weighted by the balancer's stored result."""
-    return _step(extract("losses"), balancer.stored_result(), partition)
+    result = balancer.stored_result()
+    return _step(recording.outputs, recording.weighted_gradients(result), result, partition)
 
 
-def _step(extraction: Extraction, result: BalanceResult, partition) -> StepGradients:
-    terms, logits = extraction.outputs
-    return StepGradients(extraction.chain(result), list(partition.variables),
-                         global_sum(terms.stacked), result, terms, logits)
+def _step(outputs, grads: list, result: BalanceResult, partition) -> StepGradients:
+    terms, logits = outputs
+    return StepGradients(grads, list(partition.variables), global_sum(terms.stacked), result,
+                         terms, logits)
 
 
-def _scheduled(needed, balancer, extract, partition, context) -> StepGradients:
+def _scheduled(needed, balancer, recording: Recording, partition, context) -> StepGradients:
     """`_balanced` where the balancer needs task gradients, `_reused` elsewhere, in one cond
     (both branches return the same structure and update the same state variables)."""
     state = []
@@ -90,8 +94,8 @@ def _scheduled(needed, balancer, extract, partition, context) -> StepGradients:
                 [value for _, value in result.updates])
 
     grads, losses, terms, logits, task_weights, shared_weights, values = tf.cond(
-        needed, lambda: branch(_balanced(balancer, extract, partition, context)),
-        lambda: branch(_reused(balancer, extract, partition)))
+        needed, lambda: branch(_balanced(balancer, recording, partition, context)),
+        lambda: branch(_reused(balancer, recording, partition)))
     # Eagerly only the branch taken runs; traced, both do and must agree.
     if len(state) == 2 and [id(v) for v in state[0]] != [id(v) for v in state[1]]:
         raise AssertionError(f"{balancer.name!r}: its two branches update different state.")

@@ -125,3 +125,22 @@ def test_trains_under_xla_and_round_trips(tmp_path):
     assert restored.balancer.get_config() == model.balancer.get_config()
     for a, b in zip(model.balancer.weights, restored.balancer.weights, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("level", ["parameters", "representation"])
+def test_both_branches_of_a_scheduled_step_share_one_forward_pass(level, monkeypatch):
+    """The recompute and reuse branches read one recorded forward pass: the model's forward pass
+    is traced (and compiled) once per step, not once per branch."""
+    x, y = small_batch(32)
+    model = small_model(balancer=balancers.get("mgda", every=4, level=level))
+    model.compile(optimizer="sgd")
+    forward, calls = model.forward, []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("detach_cut"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counted)
+    tf.function(model.compute_gradients).get_concrete_function(
+        tf.nest.map_structure(tf.constant, x), tf.nest.map_structure(tf.constant, y))
+    assert calls == [True]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtl.gradients.extraction import TapedPass, extract, uniform_gradients
+from keras_mtl.gradients.extraction import TapedPass, extract, record, uniform_gradients
 from keras_mtl.gradients.partition import partition_variables
 
 RNG = np.random.default_rng(0)
@@ -135,6 +135,62 @@ def test_a_loss_scale_is_divided_out_for_the_balancer_and_kept_for_the_optimizer
                     plain.chain(result(combined, weights, weights)), strict=True):
         np.testing.assert_allclose(tf.convert_to_tensor(a), 8.0 * tf.convert_to_tensor(b),
                                    rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", ["losses", "representation", "parameters"])
+@pytest.mark.parametrize("same_weights", [True, False])
+def test_a_recording_gives_the_weighted_loss_gradients_without_extracting(level, same_weights):
+    """A step that reuses stored weights takes only `Σ_k w_k L_k`'s gradients from the recorded
+    pass (through the detached cut at the gradient levels): plain autodiff's, and under a loss
+    scale scaled like `chain`'s."""
+    shared = tf.constant([0.3, 1.5])
+    heads = shared if same_weights else tf.constant([2.0, 0.5])
+    weights = SimpleNamespace(weights_for_shared=shared, task_weights=heads)
+    recording = record(level, run, partition())
+    assert recording.level == level and recording.outputs == "passed through"
+    expected = reference(shared.numpy(), heads.numpy())
+    assert_close(recording.weighted_gradients(weights), expected)
+    scaled = record(level, run, partition(), scale=tf.constant(8.0)).weighted_gradients(weights)
+    assert_close(scaled, [8.0 * e for e in expected])
+
+
+def test_a_recording_reaches_the_cut_through_factored_readouts():
+    """Where a head reads the cut only through a gated readout (its term computed from a detached
+    copy), the weighted pass adds the readout's outer product `w ⊗ ∂L/∂term` to the cut
+    gradient, and a cut tensor no task reaches gets zeros."""
+    gates = [tf.Variable(RNG.normal(size=(3, 2)), dtype=tf.float32, name=f"gate_{k}")
+             for k in range(2)]
+    experts = tf.Variable(RNG.normal(size=(3, 4)), dtype=tf.float32, name="experts")
+    unused = tf.Variable(RNG.normal(size=(3, 5)), dtype=tf.float32, name="unused")
+
+    def gated_run(detach_cut, factored, watch=None):
+        cut = tf.reshape(tf.matmul(X, experts), [4, 2, 2])  # [batch, experts, units]
+        idle = tf.matmul(X, unused)  # a second cut tensor no head reads
+        leaves = [tf.stop_gradient(cut), tf.stop_gradient(idle)] if detach_cut else [cut, idle]
+        if detach_cut and watch is not None:
+            watch(leaves)
+        losses, readouts = [], []
+        for k, gate in enumerate(gates):
+            w = tf.nn.softmax(tf.matmul(X, gate))  # [batch, experts]
+            term = tf.einsum("be,bed->bd", w, tf.stop_gradient(leaves[0]) if factored
+                             else leaves[0])
+            losses.append(tf.reduce_mean(tf.square(term - TARGETS[k][:, None])))
+            readouts.append([SimpleNamespace(cut_index=0, weights=w, term=term)])
+        return TapedPass(losses, [cut, idle], leaves, readouts if factored else None)
+
+    parts = partition_variables([experts, unused, *gates], shared=[experts, unused], heads=gates,
+                                tables=[], dense_tables=False)
+    shared, heads = tf.constant([0.7, 1.2]), tf.constant([1.0, 3.0])
+    with tf.GradientTape(persistent=True) as tape:
+        losses = gated_run(False, False).losses
+        shared_total = 0.7 * losses[0] + 1.2 * losses[1]
+        head_total = 1.0 * losses[0] + 3.0 * losses[1]
+    expected = [*tape.gradient(shared_total, [experts, unused],
+                               unconnected_gradients=tf.UnconnectedGradients.ZERO),
+                *tape.gradient(head_total, gates)]
+    weights = SimpleNamespace(weights_for_shared=shared, task_weights=heads)
+    grads = record("representation", gated_run, parts).weighted_gradients(weights)
+    assert_close(grads, expected)
 
 
 def test_uniform_gradients_give_one_structure_for_both_branches_of_a_cond():
