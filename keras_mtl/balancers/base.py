@@ -227,7 +227,9 @@ class Balancer(keras.layers.Layer):
 
         None (the default): the task gradients, every step. A boolean tensor: True where it needs
         them, False where it reuses `stored_result()` — the step then back-propagates the weighted
-        loss sum once instead (`every=k`)."""
+        loss sum once instead (`every=k`). A scheduling balancer's update is a weighting's
+        (`w @ J`, heads with its task weights) on every step: the step back-propagates
+        `Σ_k w_k L_k` with the weights either branch returns, and ignores `combined`."""
         return None
 
     def stored_result(self) -> BalanceResult:

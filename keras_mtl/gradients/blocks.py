@@ -209,10 +209,24 @@ def _block_sum(blocks: list[list], weights: list) -> list[tf.Tensor]:
             elif block is not None:
                 dense_terms.append(weighted(w, block))
         if outer_terms:
-            dense_terms.append(tf.add_n([
-                weighted(w, b.weights)[:, :, None] * b.grads[:, None, :]
-                for w, b in outer_terms]))
+            dense_terms.append(_outer_product_sum(
+                [(weighted(w, b.weights), b.grads) for w, b in outer_terms]))
         if not dense_terms:
             raise ValueError(f"No task reaches cut tensor {s}: every block is None.")
         combined.append(tf.add_n(dense_terms))
     return combined
+
+
+def _outer_product_sum(factors: list[tuple[tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """`Σ_k W_k[b, e] G_k[b, d]` `[B, E, D]` for factors `(W_k [B, E], G_k [B, D])`.
+
+    Under XLA the broadcast products fuse into one loop over the output, the fastest form there;
+    without XLA TensorFlow would materialise each product, and one row-batched matmul
+    `[B, E, K] × [B, K, D]` is faster (timed by hand, batch 2048, 8 × 256, 2 cores: K = 4
+    2.1 ms fused vs 3.2 ms as a matmul under XLA, 8.9 vs 4.8 ms without; K = 16 6.1 vs 11.0 ms
+    under XLA, 38 vs 9.5 ms without)."""
+    if len(factors) == 1 or compiling_with_xla():
+        return tf.add_n([w[:, :, None] * g[:, None, :] for w, g in factors])
+    weights = tf.stack([w for w, _ in factors], axis=2)
+    grads = tf.stack([g for _, g in factors], axis=1)
+    return tf.matmul(weights, grads)

@@ -419,24 +419,6 @@ def weighted_gradient_sum(per_task: list[list], weights: tf.Tensor) -> list:
     return sums
 
 
-def uniform_gradients(grads: Sequence, partition: VariablePartition) -> list:
-    """Gradients in one fixed structure, as both branches of a `tf.cond` must return them: dense
-    tensors, except IndexedSlices for embedding tables outside the matrix; zeros where a variable
-    got no gradient."""
-    sparse = {id(v) for v in partition.unbalanced_tables}
-    out = []
-    for g, v in zip(grads, partition.variables, strict=True):
-        if g is None:
-            g = tf.zeros_like(v)
-        if id(v) in sparse and not isinstance(g, tf.IndexedSlices):
-            g = tf.IndexedSlices(tf.convert_to_tensor(g), tf.range(tf.shape(v)[0]),
-                                 tf.shape(v, out_type=tf.int64))
-        elif id(v) not in sparse:
-            g = tf.convert_to_tensor(g)
-        out.append(g)
-    return out
-
-
 def _as_slices(gradient) -> tf.IndexedSlices:
     if isinstance(gradient, tf.IndexedSlices):
         return gradient

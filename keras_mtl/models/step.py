@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_mtl.balancers.base import BalanceContext, Balancer, BalanceResult
 from keras_mtl.gradients.distribution import global_sum, replica_context
-from keras_mtl.gradients.extraction import Recording, uniform_gradients
+from keras_mtl.gradients.extraction import Recording
 from keras_mtl.gradients.partition import VariablePartition
 from keras_mtl.models.losses import TaskLosses
 
@@ -68,12 +68,6 @@ def _balanced(balancer, recording: Recording, partition, context) -> StepGradien
     return _step(extraction.outputs, extraction.chain(result), result, partition)
 
 
-def _reused(balancer, recording: Recording, partition) -> StepGradients:
-    """One backward pass of the loss sum weighted by the balancer's stored result."""
-    result = balancer.stored_result()
-    return _step(recording.outputs, recording.weighted_gradients(result), result, partition)
-
-
 def _step(outputs, grads: list, result: BalanceResult, partition) -> StepGradients:
     terms, logits = outputs
     return StepGradients(grads, list(partition.variables), global_sum(terms.stacked), result,
@@ -81,24 +75,31 @@ def _step(outputs, grads: list, result: BalanceResult, partition) -> StepGradien
 
 
 def _scheduled(needed, balancer, recording: Recording, partition, context) -> StepGradients:
-    """`_balanced` where the balancer needs task gradients, `_reused` elsewhere, in one cond
-    (both branches return the same structure and update the same state variables)."""
+    """A weighting's weights recomputed where `needed` (extract → balance) or its stored ones
+    reused, in a cond that returns only the weights and the state's new values; the weighted
+    loss sum `Σ_k w_k L_k` is then back-propagated once, outside the cond, for either.
+
+    Only weightings are scheduled (their update is `w @ J`, the gradient of that sum), so the
+    recompute branch needs no chain of its own. The backward pass and the forward pass are thus
+    traced and compiled once; a recompute step pays one backward pass more than `_balanced`
+    (small beside its K task gradients) for a step whose graph holds one backward pass rather
+    than two (MMoE, K = 32: see `keras-mtl bench --first-step`)."""
     state = []
 
-    def branch(step: StepGradients):
-        state.append([variable for variable, _ in step.result.updates])
-        result = step.result
-        return (uniform_gradients(step.grads, partition), step.losses, step.terms, step.logits,
-                tf.cast(result.task_weights, tf.float32),
+    def weights(result: BalanceResult):
+        state.append([variable for variable, _ in result.updates])
+        return (tf.cast(result.task_weights, tf.float32),
                 tf.cast(result.weights_for_shared, tf.float32),
                 [value for _, value in result.updates])
 
-    grads, losses, terms, logits, task_weights, shared_weights, values = tf.cond(
-        needed, lambda: branch(_balanced(balancer, recording, partition, context)),
-        lambda: branch(_reused(balancer, recording, partition)))
+    def recompute():
+        return weights(balancer.reduce(recording.extraction().task_gradients, context))
+
+    task_weights, shared_weights, values = tf.cond(
+        needed, recompute, lambda: weights(balancer.stored_result()))
     # Eagerly only the branch taken runs; traced, both do and must agree.
     if len(state) == 2 and [id(v) for v in state[0]] != [id(v) for v in state[1]]:
         raise AssertionError(f"{balancer.name!r}: its two branches update different state.")
     result = BalanceResult(None, task_weights, tuple(zip(state[0], values, strict=True)),
                            shared_weights=shared_weights)
-    return StepGradients(grads, list(partition.variables), losses, result, terms, logits)
+    return _step(recording.outputs, recording.weighted_gradients(result), result, partition)

@@ -8,6 +8,7 @@ from keras_mtl.gradients.blocks import (
     OuterProductBlock,
     block_gramian,
     block_row_norms,
+    block_sum,
     block_weighted_sum,
     compiling_with_xla,
     dense_blocks,
@@ -85,20 +86,26 @@ def test_compiling_with_xla_tells_a_jit_compiled_trace_from_the_others():
 @pytest.mark.parametrize("num_groups", [1, 2, 3])  # K = 3 (pairs), 6 (pairs under XLA), 9
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_reductions_in_a_compiled_step_match_the_materialised_matrix(num_groups, jit_compile):
-    # Under XLA the row reductions are products with ones, and the pairwise Gramian reaches
-    # further (`PAIRWISE_MAX_TASKS_XLA`): every form must give the materialised matrix's answer.
+    # Under XLA the row reductions are products with ones, the pairwise Gramian reaches further
+    # (`PAIRWISE_MAX_TASKS_XLA`) and outer products are summed as fused broadcasts (without XLA
+    # as one batched matmul): every form must give the materialised matrix's answer.
     seeds = range(1, num_groups + 1)
     blocks = [row for seed in seeds for row in structured_blocks(seed)]
     matrix = as_matrix(blocks)
+    weights = np.linspace(-1.0, 2.0, len(blocks)).astype(np.float32)
 
     @tf.function(jit_compile=jit_compile)
     def reductions():
         traced = [row for seed in seeds for row in structured_blocks(seed)]
-        return block_gramian(traced), block_row_norms(traced)
+        return (block_gramian(traced), block_row_norms(traced),
+                block_weighted_sum(traced, tf.constant(weights)), block_sum(traced))
 
-    gram, norms = reductions()
+    gram, norms, combined, summed = reductions()
     np.testing.assert_allclose(gram, matrix @ matrix.T, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(norms, np.linalg.norm(matrix, axis=1), rtol=1e-5)
+    for result, w in ((combined, weights), (summed, np.ones_like(weights))):
+        flat = np.concatenate([np.reshape(c, -1) for c in result])
+        np.testing.assert_allclose(flat, w @ matrix, rtol=1e-5, atol=1e-5)
 
 
 def test_row_dots_are_per_row_inner_products_in_every_mode():

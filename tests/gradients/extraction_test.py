@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_mtl.gradients.extraction import TapedPass, extract, record, uniform_gradients
+from keras_mtl.gradients.extraction import TapedPass, extract, record
 from keras_mtl.gradients.partition import partition_variables
 
 RNG = np.random.default_rng(0)
@@ -191,14 +191,6 @@ def test_a_recording_reaches_the_cut_through_factored_readouts():
     weights = SimpleNamespace(weights_for_shared=shared, task_weights=heads)
     grads = record("representation", gated_run, parts).weighted_gradients(weights)
     assert_close(grads, expected)
-
-
-def test_uniform_gradients_give_one_structure_for_both_branches_of_a_cond():
-    parts = partition()
-    grads = uniform_gradients([None, tf.ones([3, 2]), None, tf.ones([2])], parts)
-    assert isinstance(grads[0], tf.IndexedSlices)  # the table, outside the matrix: sparse
-    assert all(isinstance(g, tf.Tensor) for g in grads[1:])
-    np.testing.assert_array_equal(grads[2], np.zeros(2))
 
 
 def test_the_partition_names_what_is_balanced():
