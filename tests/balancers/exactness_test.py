@@ -12,7 +12,12 @@ import pytest
 import tensorflow as tf
 
 from keras_mtl import balancers
-from keras_mtl.balancers.solvers import dual_cone_weights, min_norm_weights
+from keras_mtl.balancers.solvers import (
+    QPState,
+    active_set_qp,
+    dual_cone_weights,
+    min_norm_weights,
+)
 
 SCALES = [1e-8, 1e-4, 1.0, 1e4, 1e8]
 TASK_COUNTS = [2, 3, 5, 8, 16, 32, 64]
@@ -102,6 +107,24 @@ def test_upgrad_dual_cone_projections_meet_their_kkt_conditions(num_tasks, kind)
         assert np.all(multipliers >= -tolerance), (multipliers / (tolerance + 1e-300)).min()
         free = (vi - ui) * norms > 1e-9 * np.abs(vi * norms).max()
         assert np.all(np.abs(multipliers[free]) <= tolerance[free])
+
+
+@pytest.mark.parametrize("num_tasks", [16, 64])
+def test_the_active_set_solver_frees_many_bounds_per_iteration(num_tasks):
+    """From every bound held, an optimum with every variable free takes two iterations (release
+    all, then the full step), not one per variable: UPGrad's per-step cost at K = 32 on a real
+    Gramian went from 21 iterations to 3 with it. Cold-started with 4 iterations, the answer
+    must meet its KKT conditions."""
+    rng = np.random.default_rng(num_tasks)
+    basis = rng.normal(size=(num_tasks, num_tasks))
+    quadratic = np.eye(num_tasks) + 0.1 * basis @ basis.T / num_tasks
+    linear = -rng.uniform(0.5, 2.0, size=(3, num_tasks))  # three problems in one batch
+    start = QPState(tf.zeros([3, num_tasks], tf.float64), tf.zeros([3, num_tasks], tf.bool))
+    state = active_set_qp(tf.constant(quadratic), tf.constant(linear), start, max_iterations=4)
+    expected = -np.linalg.solve(quadratic, linear.T).T
+    assert np.all(expected > 0)  # every bound is released at the optimum
+    np.testing.assert_allclose(state.point, expected, rtol=1e-10)
+    assert np.all(state.free)
 
 
 @pytest.mark.parametrize("kind", ["full", "spread", "zero_task", "opposite"])
