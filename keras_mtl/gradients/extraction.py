@@ -1,8 +1,11 @@
 """Extraction: one forward pass on a tape → `TaskGradients` at a level → variable gradients.
 
-`extract(level, run, partition, ...)` records the forward pass `run` on a tape and returns an
-`Extraction`: its `task_gradients` go to a balancer, and `chain(result)` turns the balancer's
-result back into one gradient per trainable variable:
+`record(level, run, partition, ...)` records the forward pass `run` on a tape (a `Recording`);
+`recording.extraction()` (or `extract(...)`, both at once) returns an `Extraction`: its
+`task_gradients` go to a balancer, and `chain(result)` turns the balancer's result back into one
+gradient per trainable variable. A step that reuses stored weights takes
+`recording.weighted_gradients(result)` instead: the weighted loss sum's gradients, one backward
+pass, nothing extracted per task. At each level:
 
 - losses level: no per-task gradient; `chain` back-propagates `Σ_k w_k L_k` once (shared
   parameters with the result's shared weights, heads with its task weights).
@@ -221,6 +224,13 @@ def _auxiliary_added(grads: list, tape, auxiliary, partition: VariablePartition,
     return [_added(g, a) for g, a in zip(grads, extra, strict=True)]
 
 
+def _loss_cotangent(weights, dtype, scale) -> tf.Tensor:
+    """Per-task weights as the output gradient of the `[K]` losses: constants (nothing more is
+    recorded on the tape), times the loss scale under mixed precision."""
+    weights = tf.stop_gradient(tf.cast(weights, dtype))
+    return weights if scale is None else weights * tf.cast(scale, dtype)
+
+
 def _added(g, a):
     """The sum of two gradients of one variable (None for no gradient; slices stay sparse when
     both are)."""
@@ -240,8 +250,7 @@ def weighted_loss_gradients(tape, losses, partition: VariablePartition, shared_w
     they are the same tensor). The weights enter as output gradients: constants, and nothing
     more needs recording on the tape."""
     def cotangent(weights):
-        weights = tf.stop_gradient(tf.cast(weights, losses.dtype))
-        return weights if scale is None else weights * tf.cast(scale, losses.dtype)
+        return _loss_cotangent(weights, losses.dtype, scale)
 
     if head_weights is shared_weights:
         return list(tape.gradient(losses, list(partition.variables),
@@ -298,8 +307,7 @@ def _weighted_through_cut(tape, taped: TapedPass, losses, partition: VariablePar
     heads = list(partition.heads)
 
     def cotangent(weights):
-        weights = tf.stop_gradient(tf.cast(weights, losses.dtype))
-        return weights if scale is None else weights * tf.cast(scale, losses.dtype)
+        return _loss_cotangent(weights, losses.dtype, scale)
 
     if head_weights is shared_weights:
         grads = tape.gradient(losses, [*cut_side, *heads],
