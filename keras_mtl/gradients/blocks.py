@@ -150,7 +150,10 @@ def block_gramian(blocks: list[list]) -> tf.Tensor:
 # form (timed by hand: MMoE 8 × 256 cut, batch 2048, 2 cores). Without XLA: 3.1 ms either way at
 # K = 4, pairs 11.9 ms vs stacked 6.5 ms at K = 8. Under XLA, with `row_dots` as products: 1.1 vs
 # 4.8 ms at K = 4, 3.3 vs 7.7 ms at K = 8; at K = 16, 13 vs 16 ms but a graph that compiles
-# slowly, and at K = 32 41 vs 31 ms.
+# slowly, and at K = 32 41 vs 31 ms. Other forms of the outer-product part tried at K = 16 under
+# XLA (by hand, 9.7 ms stacked): half-blocks for the symmetry 12.9 ms, einsums 11.6 ms, a
+# [B, D, K] layout 18 ms, chunked block-diagonal products 16-35 ms; the batched product itself
+# runs at about 42 GFLOP/s, and forms that make it one large product do 8x the arithmetic.
 PAIRWISE_MAX_TASKS = 4
 PAIRWISE_MAX_TASKS_XLA = 8
 
