@@ -138,7 +138,15 @@ class Stepper:
         return seconds
 
     def window(self, steps: int) -> float:
-        """Seconds per step over `steps` consecutive steps."""
+        """Seconds per step over `steps` consecutive steps, after one untimed step.
+
+        The untimed step absorbs what switching from another model's window costs (caches, the
+        allocator, thread pools), so a window's time does not depend on what ran before it. In
+        `interleaved` the baseline sometimes follows itself (the junction of two pairs) and
+        sometimes a row, by the row's index: without this step, MGDA-UB and MGDA at the cut —
+        one HLO under two names — read 0.77–0.80× and 0.89–0.90× `ew` at MMoE K = 16, whichever
+        was listed first (`keras-mtl bench`, by hand)."""
+        float(np.asarray(self.step()))
         start = time.perf_counter()
         for _ in range(steps):
             result = self.step()

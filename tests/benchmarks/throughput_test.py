@@ -156,6 +156,26 @@ def test_interleaved_pairs_each_row_with_an_adjacent_baseline_window():
     assert result["baseline_drift"] == pytest.approx(2 / 3)
 
 
+def test_a_window_does_not_depend_on_what_ran_before_it(monkeypatch):
+    """Steps cost 1 s on a fake clock, plus 0.5 s when the step before was another model's (a
+    switching cost). Identical rows must read exactly 1.0 whatever their index, though in the
+    interleaving the baseline's window sometimes follows its own window and sometimes a row's."""
+    clock = {"now": 0.0, "last": None}
+
+    def stepper(name):
+        def step():
+            clock["now"] += 1.0 + (0.5 if clock["last"] not in (None, name) else 0.0)
+            clock["last"] = name
+            return 0.0
+        return throughput.Stepper(step)
+
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: clock["now"])
+    rows = [stepper(f"row {i}") for i in range(4)]
+    result = throughput.interleaved(stepper("ew"), rows, steps=3, windows=3)
+    assert [row["ratio"] for row in result["rows"]] == [pytest.approx(1.0)] * 4
+    assert result["baseline_drift"] == pytest.approx(0.0)
+
+
 def test_a_ratio_inside_its_own_spread_is_flagged_as_noise():
     # Pairs read 0.9, 1.1 and 1.05: the median (1.05) is closer to 1 than the pairs' spread (0.2).
     base = _FakeStepper([0.9, 1.1, 1.05])
