@@ -119,15 +119,9 @@ class Recording:
         """The task information at this recording's level, and the chain back to variables."""
         tape, taped, partition, scale = self._tape, self._taped, self._partition, self._scale
         global_losses = global_sum(self._losses)
-        if self.level == "losses":
-            losses = self._losses
-
-            def chain(result):
-                return weighted_loss_gradients(tape, losses, partition, result.weights_for_shared,
-                                               result.task_weights, scale)
-
-            extraction = Extraction(TaskGradients("losses", global_losses), taped.outputs, chain)
-            return _with_auxiliary(extraction, tape, taped.auxiliary, partition, scale)
+        if self.level == "losses":  # nothing per task: the chain is the weighted loss sum's
+            return Extraction(TaskGradients("losses", global_losses), taped.outputs,
+                              self.weighted_gradients)
         replica, num_replicas = replica_context()
         cut_rows, head_rows = _cut_and_head_gradients(tape, taped, self._scaled_losses,
                                                       partition.heads, self._factored)
