@@ -29,7 +29,9 @@ class Backbone(keras.layers.Layer):
 
     The cut tensors are treated as independent leaves by the model: a cut may contain a tensor and
     a function of it (MMoE's cut is the expert outputs *and* the gate input x), and the model
-    back-propagates the cut gradient of both, which adds up the two paths exactly.
+    back-propagates the cut gradient of both, which adds up the two paths exactly. A cut tensor
+    that no shared parameter produces (x when the encoder has no trainable variable) is left
+    out of what balancers see (`MultiTaskModel.forward`).
 
     Subclasses set `num_tasks` (the model does this when it is left as `None`).
 

@@ -41,8 +41,9 @@ _not_converted = tf.autograph.experimental.do_not_convert
 
 
 class Forward(NamedTuple):
-    """One forward pass: per-task logits, the backbone's cut, what the heads read of it (`leaves`:
-    stop-gradient copies when detached), when asked for, each task's gated readouts, the
+    """One forward pass: per-task logits, the backbone's cut tensors that shared parameters reach
+    (`cut`; see `MultiTaskModel._cut_reached_by_shared`), what the heads read of them (`leaves`:
+    stop-gradient copies when detached), when asked for, each task's gated readouts of them, the
     backbone's layer losses (`auxiliary`: their sum, None when it has none) and, per task, the
     ESCM²-DR imputation head's predicted CVR error (`imputations`: None for other tasks; None
     altogether when the model has no DR task or they were not asked for)."""
@@ -193,7 +194,28 @@ class MultiTaskModel(keras.Model):
         if not self.backbone.built:  # a deserialised backbone arrives built (its build_config)
             width = self.encoder.output_dim * (1 + len(self.task_encoders))
             self.backbone.build((None, width))
-        self._num_cut_tensors = len(self.forward(self._example_features()).cut)
+        self.forward(self._example_features())  # creates every variable
+        self._balanced_cut = self._cut_reached_by_shared()
+        self._num_cut_tensors = len(self._balanced_cut)
+
+    def _cut_reached_by_shared(self) -> tuple[int, ...]:
+        """The indices of the backbone's cut tensors that a shared trainable variable reaches.
+
+        A cut tensor that no shared parameter produces — MMoE's gate input when the encoder has
+        no trainable variable (numeric features only) — carries task gradients that update
+        nothing. Balancers would still see them: Gramians and norms at the cut would weigh tasks
+        by their gradients w.r.t. the raw input, which is not the representation-level problem
+        (Sener & Koltun's bound holds for the tensors the shared parameters produce), and cost a
+        `[B, d]` block per task. Found once, on a recorded pass over example features (a path is
+        a path whatever the batch); all of the cut is kept when no tensor is reached (a model
+        with no shared parameter)."""
+        shared = list(self.partition.shared)
+        with tf.GradientTape(persistent=True) as tape:
+            cut = self.backbone.trunk(self.encode(self._example_features()), training=False)
+        reached = tuple(s for s, tensor in enumerate(cut) if shared and any(
+            g is not None for g in tape.gradient(tensor, shared)))
+        del tape
+        return reached or tuple(range(len(cut)))
 
     def build_from_config(self, config):
         self.build()
@@ -297,11 +319,17 @@ class MultiTaskModel(keras.Model):
         x = self.encode(inputs)
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
+        # What extraction sees of the cut: the tensors a shared parameter reaches (all of them
+        # while `build` runs its first pass).
+        kept = getattr(self, "_balanced_cut", None) or tuple(range(len(cut)))
         if detach_cut and watch is not None:
-            watch(leaves)
+            watch([leaves[s] for s in kept])
         readouts = None
         if factored:
             task_repr, _, readouts = self.backbone.factored_heads(leaves, training=training)
+            position = {s: i for i, s in enumerate(kept)}
+            readouts = [[r._replace(cut_index=position[r.cut_index]) for r in task
+                         if r.cut_index in position] for task in readouts]
         else:
             task_repr, _ = self.backbone.heads(leaves, training=training)
         hidden, _ = self._task_heads(task_repr, training)
@@ -321,7 +349,8 @@ class MultiTaskModel(keras.Model):
         # when called, so these are this pass's.
         losses = self.backbone.losses
         auxiliary = tf.add_n([tf.cast(loss, tf.float32) for loss in losses]) if losses else None
-        return Forward(logits, list(cut), list(leaves), readouts, auxiliary, imputed)
+        return Forward(logits, [cut[s] for s in kept], [leaves[s] for s in kept], readouts,
+                       auxiliary, imputed)
 
     def _task_heads(self, task_repr, training) -> tuple[list, dict]:
         """Towers, then the task graph: what each logit layer reads, and the graph's weights."""

@@ -46,6 +46,41 @@ def assert_gradients_close(ours, reference, variables, rtol=1e-5):
         assert error < rtol, f"{v.path}: relative error {error:.2e}"
 
 
+def test_the_balanced_cut_leaves_out_tensors_no_shared_parameter_produces():
+    """MMoE's cut is its experts' outputs and the gate input. With numeric features only, the
+    gate input is the raw (normalised) features: no shared parameter produces it, so a task's
+    gradient there updates nothing and balancers must not see it. The representation-level
+    matrix is then exactly ∂L_k/∂(expert outputs), by plain autodiff; with an embedding in the
+    encoder the gate input is kept (its gradient trains the table)."""
+    n = 32
+    rng = np.random.default_rng(0)
+    x = {f"x{i}": tf.constant(rng.normal(size=n), tf.float32) for i in range(4)}
+    y = {"click": tf.constant(rng.integers(0, 2, n), tf.float32),
+         "watch_time": tf.constant(rng.normal(size=n), tf.float32)}
+    keras.utils.set_random_seed(0)
+    model = km.MultiTaskModel(
+        features=km.FeatureSpec([km.Numeric(f"x{i}") for i in range(4)]),
+        tasks=[km.Task("click"), km.Task("watch_time", kind="regression")],
+        backbone=BACKBONES["mmoe"](), tower_units=[4],
+        balancer=km.balancers.get("mgda", level="representation"))
+    gradients = model.task_gradients(x, y)
+    (experts,) = gradients.layout.cut_tensors
+    with tf.GradientTape(persistent=True) as tape:
+        forward = model.forward(x)
+        losses = model.task_terms(y, forward, features=x).weighted
+    (cut,) = forward.cut
+    assert cut.shape == experts.shape and cut.shape.rank == 3  # [batch, experts, units]
+    expected = np.stack([np.ravel(tape.gradient(loss, cut)) for loss in losses])
+    np.testing.assert_allclose(gradients.as_matrix().numpy(), expected, rtol=1e-5, atol=1e-7)
+    # The update still reaches every shared parameter exactly (ew: the summed-loss gradient).
+    model.set_balancer(km.balancers.get("ew", level="representation"))
+    ours, variables, *_ = model.compute_gradients(x, y)
+    assert_gradients_close(ours, plain_autodiff_gradients(model, x, y), variables)
+
+    embedded = small_model(balancer=km.balancers.get("ew", level="representation"))
+    assert len(embedded.task_gradients(*small_batch(8)).layout.cut_tensors) == 2
+
+
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("level", ["losses", "representation", "parameters"])
 def test_every_level_gives_the_summed_loss_gradient_for_ew(backbone, level):
