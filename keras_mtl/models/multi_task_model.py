@@ -42,7 +42,7 @@ _not_converted = tf.autograph.experimental.do_not_convert
 
 class Forward(NamedTuple):
     """One forward pass: per-task logits, the backbone's cut tensors that shared parameters reach
-    (`cut`; see `MultiTaskModel._cut_reached_by_shared`), what the heads read of them (`leaves`:
+    (`cut`; see `MultiTaskModel.balanced_cut`), what the heads read of them (`leaves`:
     stop-gradient copies when detached), when asked for, each task's gated readouts of them, the
     backbone's layer losses (`auxiliary`: their sum, None when it has none) and, per task, the
     ESCM²-DR imputation head's predicted CVR error (`imputations`: None for other tasks; None
@@ -195,27 +195,39 @@ class MultiTaskModel(keras.Model):
             width = self.encoder.output_dim * (1 + len(self.task_encoders))
             self.backbone.build((None, width))
         self.forward(self._example_features())  # creates every variable
-        self._balanced_cut = self._cut_reached_by_shared()
-        self._num_cut_tensors = len(self._balanced_cut)
+        self.balanced_cut()
 
-    def _cut_reached_by_shared(self) -> tuple[int, ...]:
-        """The indices of the backbone's cut tensors that a shared trainable variable reaches.
+    def balanced_cut(self) -> tuple[int, ...]:
+        """The indices of the backbone's cut tensors that a shared trainable variable reaches:
+        what extraction and balancers see of the cut (`forward`'s `cut`).
 
         A cut tensor that no shared parameter produces — MMoE's gate input when the encoder has
         no trainable variable (numeric features only) — carries task gradients that update
         nothing. Balancers would still see them: Gramians and norms at the cut would weigh tasks
         by their gradients w.r.t. the raw input, which is not the representation-level problem
         (Sener & Koltun's bound holds for the tensors the shared parameters produce), and cost a
-        `[B, d]` block per task. Found once, on a recorded pass over example features (a path is
-        a path whatever the batch); all of the cut is kept when no tensor is reached (a model
-        with no shared parameter)."""
+        `[B, d]` block per task. Found on a traced pass over example features (a path is a
+        path whatever the batch), again whenever the shared trainable variables change (an
+        encoder frozen or unfrozen); all of the cut when no tensor is reached (a model with no
+        shared parameter)."""
         shared = list(self.partition.shared)
-        with tf.GradientTape(persistent=True) as tape:
-            cut = self.backbone.trunk(self.encode(self._example_features()), training=False)
-        reached = tuple(s for s, tensor in enumerate(cut) if shared and any(
-            g is not None for g in tape.gradient(tensor, shared)))
-        del tape
-        return reached or tuple(range(len(cut)))
+        key = tuple(id(v) for v in shared)
+        cached = getattr(self, "_reached_cut", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        found = []
+
+        def probe():  # traced, never run: whether a gradient exists is known when tracing
+            with tf.GradientTape(persistent=True) as tape:
+                cut = self.backbone.trunk(self.encode(self._example_features()), training=False)
+            found.append(tuple(s for s, tensor in enumerate(cut) if shared and any(
+                g is not None for g in tape.gradient(tensor, shared))) or tuple(range(len(cut))))
+            return tf.constant(0)
+
+        # Its own trace, so it adds nothing to a step being traced when first asked there.
+        tf.function(probe, autograph=False).get_concrete_function()
+        self._reached_cut = (key, found[0])
+        return found[0]
 
     def build_from_config(self, config):
         self.build()
@@ -264,17 +276,21 @@ class MultiTaskModel(keras.Model):
     def balancer(self) -> Balancer:
         return self._balancer
 
+    def _gradient_layout(self, level: str) -> tuple[int | None, int | None]:
+        """(tensors, columns) of the task-gradient matrix at `level`, as a balancer is built for."""
+        if level == "representation":
+            return len(self.balanced_cut()), None
+        if level == "parameters":
+            balanced = self.partition.balanced
+            return len(balanced), sum(int(np.prod(v.shape)) for v in balanced)
+        return None, None
+
     def set_balancer(self, balancer: str | Balancer | dict | None, **hparams: Any) -> Balancer:
         """Installs a balancer (a name with hyper-parameters, an instance or a config)."""
         balancer = balancers_lib.get(balancer, **hparams)
         if balancer is self._balancer:
             return balancer
-        segments = columns = None
-        if balancer.level == "representation":
-            segments = self._num_cut_tensors
-        elif balancer.level == "parameters":
-            segments = len(self.partition.balanced)
-            columns = sum(int(np.prod(v.shape)) for v in self.partition.balanced)
+        segments, columns = self._gradient_layout(balancer.level)
         if not balancer.built:
             if balancer.level == "parameters" and hasattr(balancer, "bind_segments"):
                 balanced = self.partition.balanced
@@ -320,8 +336,8 @@ class MultiTaskModel(keras.Model):
         cut = self.backbone.trunk(x, training=training)
         leaves = [tf.stop_gradient(c) for c in cut] if detach_cut else cut
         # What extraction sees of the cut: the tensors a shared parameter reaches (all of them
-        # while `build` runs its first pass).
-        kept = getattr(self, "_balanced_cut", None) or tuple(range(len(cut)))
+        # while `build` runs its first pass, which creates the variables).
+        kept = self.balanced_cut() if self.built else tuple(range(len(cut)))
         if detach_cut and watch is not None:
             watch([leaves[s] for s in kept])
         readouts = None
@@ -539,6 +555,17 @@ class MultiTaskModel(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
         if balancer is not None:
             self.set_balancer(balancer)
+        elif self._balancer is not None and self._balancer.built:
+            # Layers frozen or unfrozen since the balancer was built change what it balances.
+            segments, columns = self._gradient_layout(self._balancer.level)
+            if (self._balancer.num_segments != (segments or 1)
+                    or getattr(self._balancer, "num_columns", None) not in (None, columns)):
+                raise ValueError(
+                    f"Balancer {self._balancer.name!r} was built for "
+                    f"{self._balancer.num_segments} gradient tensors at the "
+                    f"{self._balancer.level} level; after the change of trainable layers this "
+                    f"model has {segments or 1}. Pass compile(balancer=...) a fresh balancer "
+                    f"(or its name).")
         # Build optimizer state now so that skipping a step (tf.cond) never creates variables.
         self.optimizer.build(self.trainable_variables)
 

@@ -81,6 +81,28 @@ def test_the_balanced_cut_leaves_out_tensors_no_shared_parameter_produces():
     assert len(embedded.task_gradients(*small_batch(8)).layout.cut_tensors) == 2
 
 
+def test_freezing_the_encoder_takes_its_gate_input_out_of_the_balanced_cut():
+    """With trainable embeddings the gate input is balanced; frozen, it is not (nothing shared
+    produces it), and the balancer built for the old cut is refused at compile rather than fed
+    a different number of tensors."""
+    x, y = small_batch(16)
+    model = small_model(balancer=km.balancers.get("ew", level="representation"))
+    model.compile(optimizer="sgd")
+    assert model.balanced_cut() == (0, 1)
+    model.encoder.trainable = False
+    assert model.balanced_cut() == (0,)
+    with pytest.raises(ValueError, match="built for 2 gradient tensors at the representation"):
+        model.compile(optimizer="sgd")
+    model.compile(optimizer="sgd", balancer=km.balancers.get("ew", level="representation"))
+    ours, variables, *_ = model.compute_gradients(x, y)
+    assert_gradients_close(ours, plain_autodiff_gradients(model, x, y), variables)
+    model.encoder.trainable = True  # unfrozen: the gate input's gradient trains the tables again
+    model.compile(optimizer="sgd", balancer=km.balancers.get("ew", level="representation"))
+    assert model.balanced_cut() == (0, 1)
+    ours, variables, *_ = model.compute_gradients(x, y)
+    assert_gradients_close(ours, plain_autodiff_gradients(model, x, y), variables)
+
+
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
 @pytest.mark.parametrize("level", ["losses", "representation", "parameters"])
 def test_every_level_gives_the_summed_loss_gradient_for_ew(backbone, level):
