@@ -206,10 +206,11 @@ class MultiTaskModel(keras.Model):
         nothing. Balancers would still see them: Gramians and norms at the cut would weigh tasks
         by their gradients w.r.t. the raw input, which is not the representation-level problem
         (Sener & Koltun's bound holds for the tensors the shared parameters produce), and cost a
-        `[B, d]` block per task. Found on a traced pass over example features (a path is a
+        `[B, d]` block per task. Found on a recorded pass over example features (a path is a
         path whatever the batch), again whenever the shared trainable variables change (an
         encoder frozen or unfrozen); all of the cut when no tensor is reached (a model with no
-        shared parameter)."""
+        shared parameter). Eagerly at build and compile (about 20 ms); first asked inside a
+        step's trace, the pass is traced on its own and never run."""
         shared = list(self.partition.shared)
         key = tuple(id(v) for v in shared)
         cached = getattr(self, "_reached_cut", None)
@@ -217,15 +218,17 @@ class MultiTaskModel(keras.Model):
             return cached[1]
         found = []
 
-        def probe():  # traced, never run: whether a gradient exists is known when tracing
+        def probe():  # whether a gradient exists is known once the pass is recorded
             with tf.GradientTape(persistent=True) as tape:
                 cut = self.backbone.trunk(self.encode(self._example_features()), training=False)
             found.append(tuple(s for s, tensor in enumerate(cut) if shared and any(
                 g is not None for g in tape.gradient(tensor, shared))) or tuple(range(len(cut))))
             return tf.constant(0)
 
-        # Its own trace, so it adds nothing to a step being traced when first asked there.
-        tf.function(probe, autograph=False).get_concrete_function()
+        if tf.executing_eagerly():  # at build and compile: run it
+            probe()
+        else:  # first asked inside a step's trace: its own trace, which adds nothing to the step
+            tf.function(probe, autograph=False).get_concrete_function()
         self._reached_cut = (key, found[0])
         return found[0]
 

@@ -101,6 +101,18 @@ def test_freezing_the_encoder_takes_its_gate_input_out_of_the_balanced_cut():
     assert model.balanced_cut() == (0, 1)
     ours, variables, *_ = model.compute_gradients(x, y)
     assert_gradients_close(ours, plain_autodiff_gradients(model, x, y), variables)
+    # First asked inside a trace (frozen again, nothing recompiled): found there too.
+    model.encoder.trainable = False
+    lengths = []
+
+    @tf.function
+    def cut_length(x):
+        forward = model.forward(x)
+        lengths.append(len(forward.cut))
+        return forward.logits
+
+    cut_length(x)
+    assert lengths == [1] and model.balanced_cut() == (0,)
 
 
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
