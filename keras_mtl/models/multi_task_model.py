@@ -225,10 +225,12 @@ class MultiTaskModel(keras.Model):
                 g is not None for g in tape.gradient(tensor, shared))) or tuple(range(len(cut))))
             return tf.constant(0)
 
-        if tf.executing_eagerly():  # at build and compile: run it
+        if not tf.executing_eagerly():  # first asked inside a step's trace: its own trace,
+            tf.function(probe, autograph=False).get_concrete_function()  # adding nothing to it
+        elif tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+            tf.distribute.get_strategy().run(probe)  # distributed variables are read per replica
+        else:  # at build and compile: run it
             probe()
-        else:  # first asked inside a step's trace: its own trace, which adds nothing to the step
-            tf.function(probe, autograph=False).get_concrete_function()
         self._reached_cut = (key, found[0])
         return found[0]
 
