@@ -8,7 +8,8 @@ gradient per trainable variable. A step that reuses stored weights takes
 pass, nothing extracted per task. At each level:
 
 - losses level: no per-task gradient; `chain` back-propagates `Σ_k w_k L_k` once (shared
-  parameters with the result's shared weights, heads with its task weights).
+  parameters with the result's shared weights, heads with its task weights) — on one replica
+  without XLA through the detached cut, as `weighted_gradients` does (see `record`).
 - representation level: the heads run on stop-gradient copies of the backbone's cut ("leaves"),
   so `∂L_k/∂cut` costs only the heads. One backward pass per task through its head yields its cut
   blocks and its head gradients at once; blocks stay factored where a gate reads the cut
@@ -33,7 +34,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.gradients.blocks import OuterProductBlock, block_sum, block_weighted_sum
+from keras_mtl.gradients.blocks import (
+    OuterProductBlock,
+    block_sum,
+    block_weighted_sum,
+    compiling_with_xla,
+)
 from keras_mtl.gradients.distribution import (
     global_sum,
     replica_context,
@@ -105,8 +111,11 @@ class Recording:
     once rather than once per branch."""
 
     def __init__(self, level, tape, taped: TapedPass, losses, scaled_losses, partition, scale,
-                 factored, hessian_run):
+                 factored, hessian_run, detached=True):
         self.level = level
+        # Whether the heads read a detached cut (always at the gradient levels; at the losses
+        # level when `record` chose the backward pass through the cut).
+        self.detached = detached
         self.outputs = taped.outputs
         # `losses`: the stacked `[K]` losses; `scaled_losses`: each task's scalar, times the loss
         # scale under mixed precision (both recorded on the tape).
@@ -145,7 +154,7 @@ class Recording:
         as `Extraction.chain`'s). Nothing is extracted per task: at a gradient level the heads
         are back-propagated once to the detached cut, and the trunk once from there."""
         tape, taped, partition, scale = self._tape, self._taped, self._partition, self._scale
-        if self.level == "losses":
+        if not self.detached:
             grads = weighted_loss_gradients(tape, self._losses, partition,
                                             result.weights_for_shared, result.task_weights, scale)
         else:
@@ -157,7 +166,8 @@ class Recording:
 def record(level: str, run: ForwardPass, partition: VariablePartition,
            scale: tf.Tensor | None = None, hessian_term: bool = False) -> Recording:
     """Runs `run` on a tape, in the form `level` needs (the heads on a detached cut at the
-    gradient levels, factored readouts at the representation level on one replica).
+    gradient levels, and at the losses level on one replica without XLA; factored readouts on
+    a detached cut on one replica, except at the parameter level).
 
     `scale`: the loss scale under mixed precision (None otherwise); `hessian_term`: the
     parameter-level extraction also computes the exact `Σ_i H_i (S − g_i)` over the balanced
@@ -169,10 +179,16 @@ def record(level: str, run: ForwardPass, partition: VariablePartition,
         raise NotImplementedError(
             "The exact Hessian term is not computed across replicas yet; train this balancer "
             "without a distribution strategy, or with one replica.")
-    detached = level != "losses"
-    # Factored blocks are kept at the representation level on one replica; the parameter level
-    # (and gathering across replicas) needs them dense.
-    factored = level == "representation" and replica is None
+    # At the losses level too, on one replica without XLA, the heads read a detached cut and
+    # the weighted loss sum goes back through it (`weighted_gradients`): the gated readouts'
+    # gradients then reach the experts as one batched product, where TensorFlow's own backward
+    # pass accumulates one `[batch, experts, units]` product per task — plain training ran
+    # 1.4-1.5x faster so on MMoE and 1.04-1.16x on PLE at K = 4 and 8 (`ew@representation`
+    # against `ew`, docs/bench.md). Under XLA, which fuses those products, it ran no faster.
+    detached = level != "losses" or (replica is None and not compiling_with_xla())
+    # Factored blocks are kept on one replica; the parameter level (and gathering across
+    # replicas) needs them dense.
+    factored = detached and level in ("representation", "losses") and replica is None
     with tf.GradientTape(persistent=True) as tape:
         taped = run(detached, factored, tape.watch if detached else None)
         losses = list(taped.losses)
@@ -180,7 +196,7 @@ def record(level: str, run: ForwardPass, partition: VariablePartition,
             loss * tf.cast(scale, loss.dtype) for loss in losses]
         stacked = tf.stack(losses)
     return Recording(level, tape, taped, stacked, scaled_losses, partition, scale, factored,
-                     run if hessian_term and level == "parameters" else None)
+                     run if hessian_term and level == "parameters" else None, detached)
 
 
 def extract(level: str, run: ForwardPass, partition: VariablePartition,
@@ -316,13 +332,17 @@ def _weighted_through_cut(tape, taped: TapedPass, losses, partition: VariablePar
             row = [None] * len(leaves)
             row[readout.cut_index] = OuterProductBlock(tf.stop_gradient(readout.weights), grad)
             rows.append(row)
-    for s, leaf in enumerate(leaves):
-        if all(row[s] is None for row in rows):  # no task reaches this tensor
-            rows[0][s] = tf.zeros_like(leaf)
+    # Only the cut tensors some task reaches go back through the trunk: a shared variable that
+    # no loss reaches gets None, as from plain training's pass (the optimizer leaves it alone
+    # rather than applying momentum to a zero gradient).
+    reached = [s for s in range(len(leaves)) if any(row[s] is not None for row in rows)]
     shared = list(partition.shared)
-    by_id = dict(zip(map(id, shared), tape.gradient(
-        list(taped.cut), shared, output_gradients=block_sum(rows), unconnected_gradients=_ZERO),
-        strict=True))
+    grads = [None] * len(shared)
+    if reached:
+        columns = [[row[s] for s in reached] for row in rows]
+        grads = tape.gradient([taped.cut[s] for s in reached], shared,
+                              output_gradients=block_sum(columns))
+    by_id = dict(zip(map(id, shared), grads, strict=True))
     by_id.update(zip(map(id, heads), head_grads, strict=True))
     return [by_id.get(id(v)) for v in partition.variables]
 

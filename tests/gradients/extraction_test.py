@@ -154,10 +154,11 @@ def test_a_recording_gives_the_weighted_loss_gradients_without_extracting(level,
     assert_close(scaled, [8.0 * e for e in expected])
 
 
-def test_a_recording_reaches_the_cut_through_factored_readouts():
-    """Where a head reads the cut only through a gated readout (its term computed from a detached
-    copy), the weighted pass adds the readout's outer product `w ⊗ ∂L/∂term` to the cut
-    gradient, and a cut tensor no task reaches gets zeros."""
+def gated_model():
+    """A cut read only through gated readouts (each term computed from a detached copy when
+    factored) plus a cut tensor no head reads: `(run, partition, weights, expected)`, the
+    expected gradients being plain autodiff's for shared weights [0.7, 1.2] and head weights
+    [1.0, 3.0]."""
     gates = [tf.Variable(RNG.normal(size=(3, 2)), dtype=tf.float32, name=f"gate_{k}")
              for k in range(2)]
     experts = tf.Variable(RNG.normal(size=(3, 4)), dtype=tf.float32, name="experts")
@@ -189,8 +190,40 @@ def test_a_recording_reaches_the_cut_through_factored_readouts():
                                unconnected_gradients=tf.UnconnectedGradients.ZERO),
                 *tape.gradient(head_total, gates)]
     weights = SimpleNamespace(weights_for_shared=shared, task_weights=heads)
+    return gated_run, parts, weights, expected
+
+
+def test_a_recording_reaches_the_cut_through_factored_readouts():
+    """Where a head reads the cut only through a gated readout (its term computed from a detached
+    copy), the weighted pass adds the readout's outer product `w ⊗ ∂L/∂term` to the cut
+    gradient, and a shared variable behind a cut tensor no task reaches gets no gradient."""
+    gated_run, parts, weights, expected = gated_model()
     grads = record("representation", gated_run, parts).weighted_gradients(weights)
-    assert_close(grads, expected)
+    assert_reached_close(grads, expected)
+
+
+def assert_reached_close(grads, expected):
+    """`grads` against plain autodiff's, the variable no loss reaches (`unused`) with None."""
+    assert grads[1] is None and not np.any(expected[1])
+    assert_close(grads[:1] + grads[2:], expected[:1] + expected[2:])
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_losses_level_goes_through_the_cut_without_xla(jit_compile):
+    """Without XLA the losses level's backward pass runs through the detached cut and its gated
+    readouts (one batched product for the experts' gradient); under XLA it is TensorFlow's own
+    pass. Both are the weighted loss sum's exact gradients."""
+    gated_run, parts, weights, expected = gated_model()
+    detached = []
+
+    @tf.function(jit_compile=jit_compile)
+    def gradients():
+        recording = record("losses", gated_run, parts)
+        detached.append(recording.detached)
+        return recording.extraction().chain(weights)
+
+    assert_reached_close(gradients(), expected)
+    assert detached == [not jit_compile]
 
 
 def test_the_partition_names_what_is_balanced():
