@@ -38,6 +38,16 @@ class TaskLosses(NamedTuple):
         """`[K]` shares (Task.weight not applied)."""
         return tf.stack(self.shares)
 
+    def metric_weights(self, tasks: Sequence[Task]) -> list[tf.Tensor]:
+        """Each task's `[batch]` weights for its metrics: its row weights, except that an ESMM
+        task's pCVR is judged only where its parent happened (its loss covers every impression)."""
+        weights = []
+        for task, row_weight in zip(tasks, self.row_weights, strict=True):
+            if task.esmm_parent is not None:
+                row_weight = row_weight * tf.cast(self.labels[task.esmm_parent] > 0.5, tf.float32)
+            weights.append(row_weight)
+        return weights
+
 
 class TaskLossFunction:
     """The tasks' losses from labels and logits (`[batch]` per task, `[batch, outputs]` for a kind

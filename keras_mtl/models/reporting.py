@@ -48,12 +48,9 @@ class StepMetrics:
         self.loss.update_state(tf.reduce_sum(tf.constant(self.factors) * safe_losses),
                                sample_weight=keep)
         labelled, has_rows = [], []
+        metric_weights = terms.metric_weights(self.tasks)
         for k, task in enumerate(self.tasks):
-            row_weight = terms.row_weights[k]
-            metric_weight = row_weight
-            if task.esmm_parent is not None:  # pCVR is judged where the parent happened
-                metric_weight = metric_weight * tf.cast(terms.labels[task.esmm_parent] > 0.5,
-                                                        tf.float32)
+            row_weight, metric_weight = terms.row_weights[k], metric_weights[k]
             labelled.append(tf.reduce_sum(metric_weight) * keep)
             has_rows.append(tf.cast(tf.reduce_sum(row_weight) > 0, tf.float32))
             self.task_losses[k].update_state(safe_losses[k], sample_weight=keep * has_rows[k])

@@ -174,7 +174,10 @@ def ziln_loss(labels, logits) -> tf.Tensor:
     impressions), the μ and σ the network extrapolates to the other rows are barely constrained,
     and the mean p·exp(μ + σ²/2), exponential in both, can come out orders of magnitude off (read
     the task's `pcoc`). Model the value of a rare event conditionally then (a sample space on
-    the event)."""
+    the event). The same happens with plenty of non-zero rows when the logs of the values, given
+    the features, are spread wide and not normal: μ and σ fit their mean and spread, and the mean
+    follows a tail the data do not have (`keras_mtl.diagnostics.calibration_table` shows it bucket
+    by bucket; a `tweedie` task fits the mean itself)."""
     positive = labels > 0
     classification = tf.nn.sigmoid_cross_entropy_with_logits(
         labels=tf.cast(positive, logits.dtype), logits=logits[:, 0])

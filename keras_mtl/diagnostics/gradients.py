@@ -15,6 +15,7 @@ import pandas as pd
 import tensorflow as tf
 
 from keras_mtl.data import plain_inputs
+from keras_mtl.diagnostics.batches import labelled_batches
 from keras_mtl.optional import require
 
 LEVELS = ("parameters", "representation")
@@ -211,23 +212,12 @@ def gradient_report(model, x, y=None, level: str = "representation", batches: in
 
 
 def _batches(model, x, y, sample_weight, batches, batch_size, seed):
-    if isinstance(x, tf.data.Dataset):
-        import keras
-
-        for batch in x.take(batches):
-            yield keras.utils.unpack_x_y_sample_weight(batch)
-        return
-    x, y = plain_inputs(x, y, model.encoder.lookup_stage, model.tasks)
-    if y is None:
-        raise ValueError("gradient_report needs labels: y, or a DataFrame with the task columns.")
-    rows = len(next(iter(tf.nest.flatten(x))))
+    """`batches` random batches of `batch_size` rows (drawn with `seed`), or a dataset's first."""
     rng = np.random.default_rng(seed)
-    take = min(batch_size, rows)
-    for _ in range(batches):
-        index = np.sort(rng.choice(rows, size=take, replace=False))
 
-        def pick(value, index=index):
-            return tf.gather(tf.convert_to_tensor(value), index)
+    def random_rows(rows):
+        for _ in range(batches):
+            yield np.sort(rng.choice(rows, size=min(batch_size, rows), replace=False))
 
-        weights = None if sample_weight is None else tf.nest.map_structure(pick, sample_weight)
-        yield tf.nest.map_structure(pick, x), tf.nest.map_structure(pick, y), weights
+    return labelled_batches(model, x, y, sample_weight, "gradient_report", random_rows,
+                            max_batches=batches)
