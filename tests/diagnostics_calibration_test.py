@@ -90,15 +90,56 @@ def test_a_ziln_table_decomposes_each_prediction_exactly_label_scale_included():
     np.testing.assert_allclose(np.sort(buckets.predicted.to_numpy()),
                                np.sort(model.predict(frame, verbose=0)["value"].reshape(-1)),
                                rtol=1e-5)
-    # What the labels show, computed from them directly.
-    value = frame.value.to_numpy()
-    logs = np.log(value[value > 0])
-    overall = table.loc["all"]
-    np.testing.assert_allclose(overall.nonzero, np.mean(value > 0))
-    np.testing.assert_allclose(overall.log_mean, logs.mean(), rtol=1e-6)
-    np.testing.assert_allclose(overall.log_std, logs.std(), rtol=1e-6)
-    np.testing.assert_allclose(overall.observed_nonzero, value[value > 0].mean(), rtol=1e-6)
+    # Buckets of many rows mix the rows' log-normals in proportion to p: the mixture's moments
+    # and mean, computed here from the one-row buckets.
+    p, mu, sigma = (buckets[c].to_numpy() for c in ("p", "mu", "sigma"))
+    mixed = km.diagnostics.calibration_table(model, frame, bins=1).loc["all"]
+    np.testing.assert_allclose(mixed.mu, np.sum(p * mu) / p.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        mixed.sigma, np.sqrt(np.sum(p * (sigma ** 2 + mu ** 2)) / p.sum() - mixed.mu ** 2),
+        rtol=1e-4)
+    np.testing.assert_allclose(mixed.predicted, mixed.p * mixed.predicted_nonzero, rtol=1e-5)
+    # What the labels show, computed from them directly (weighted, in four buckets).
+    weights = np.where(np.arange(rows) % 3 == 0, 2.0, 1.0)
+    weighted = km.diagnostics.calibration_table(
+        model, {n: frame[n].to_numpy() for n in xla_spec().names},
+        {"value": frame.value.to_numpy(np.float32)}, bins=4, sample_weight=weights)
+    order = np.argsort(model.predict(frame, verbose=0)["value"].reshape(-1), kind="stable")
+    value, cumulative = frame.value.to_numpy(), np.cumsum(weights[order])
+    bucket = np.minimum(((cumulative - weights[order] / 2) / cumulative[-1] * 4).astype(int), 3)
+    np.testing.assert_allclose(weighted.weight.to_numpy()[:4],
+                               [weights[order][bucket == b].sum() for b in range(4)])
+    for b in range(4):
+        members = order[bucket == b]
+        w, v = weights[members], value[members]
+        logs, lw = np.log(v[v > 0]), w[v > 0]
+        log_mean = np.sum(lw * logs) / lw.sum()
+        expected = {"observed": np.sum(w * v) / w.sum(), "nonzero": lw.sum() / w.sum(),
+                    "log_mean": log_mean,
+                    "log_std": np.sqrt(np.sum(lw * (logs - log_mean) ** 2) / lw.sum()),
+                    "observed_nonzero": np.sum(lw * v[v > 0]) / lw.sum()}
+        for column, number in expected.items():
+            np.testing.assert_allclose(weighted.iloc[b][column], number, rtol=1e-5,
+                                       err_msg=f"bucket {b + 1}, {column}")
     assert np.all((buckets.p > 0) & (buckets.p < 1) & (buckets.sigma > 0))
+
+
+def test_non_finite_predictions_are_left_out_and_counted_and_empty_buckets_are_nan():
+    frame = _frame(n=60)
+    model = _model([km.Task("value", kind="ziln")])
+    model.predict(frame.iloc[:2], verbose=0)  # builds the layers
+    logit = model.logit_layers[0]
+    kernel = logit.kernel.numpy()
+    kernel[:, 2] = np.random.default_rng(0).normal(0.0, 3.0, kernel.shape[0])
+    logit.kernel.assign(kernel)
+    logit.bias.assign([0.0, 0.0, 13.0])  # σ ≈ 13: exp(σ²/2) overflows float32 on some rows
+    with pytest.warns(UserWarning, match=r"'value': \d+ of 60 labelled rows have a non-finite"):
+        table = km.diagnostics.calibration_table(model, frame, bins=100)
+    skipped = table.attrs["non_finite_rows"]
+    assert 0 < skipped < 60 and table.loc["all", "rows"] + skipped == 60
+    assert np.isfinite(table.loc["all", "predicted"])
+    empty = table[table.rows == 0]
+    assert len(empty) > 0 and empty.drop(columns=["rows", "weight"]).isna().all().all()
 
 
 def test_multiclass_needs_a_class_and_a_dataset_gives_the_same_table():
@@ -115,6 +156,17 @@ def test_multiclass_needs_a_class_and_a_dataset_gives_the_same_table():
         (x, {"rating": frame.rating.to_numpy(np.float32)})).batch(50)
     from_dataset = km.diagnostics.calibration_table(model, dataset, bins=3, class_index=2)
     pd.testing.assert_frame_equal(from_dataset, table, rtol=1e-5)
+    weights = np.linspace(0.5, 2.0, len(frame)).astype(np.float32)
+    weighted = km.diagnostics.calibration_table(model, x, {"rating": frame.rating.to_numpy()},
+                                                bins=3, class_index=2, sample_weight=weights)
+    weighted_dataset = tf.data.Dataset.from_tensor_slices(
+        (x, {"rating": frame.rating.to_numpy(np.float32)}, weights)).batch(50)
+    pd.testing.assert_frame_equal(
+        km.diagnostics.calibration_table(model, weighted_dataset, bins=3, class_index=2),
+        weighted, rtol=1e-5)
+    with pytest.raises(ValueError, match="sample_weight= would be ignored"):
+        km.diagnostics.calibration_table(model, weighted_dataset, class_index=2,
+                                         sample_weight=weights)
     with pytest.raises(ValueError, match=r"'rating' is multiclass: give class_index"):
         km.diagnostics.calibration_table(model, frame)
 
@@ -126,8 +178,9 @@ def test_bad_requests_say_what_was_expected():
         km.diagnostics.calibration_table(model, frame)
     with pytest.raises(ValueError, match="Unknown task 'clicks'"):
         km.diagnostics.calibration_table(model, frame, task="clicks")
-    with pytest.raises(ValueError, match="bins must be >= 1"):
-        km.diagnostics.calibration_table(model, frame, task="click", bins=0)
+    for bins in (0, 2.5):
+        with pytest.raises(ValueError, match="bins must be an integer >= 1"):
+            km.diagnostics.calibration_table(model, frame, task="click", bins=bins)
     with pytest.raises(ValueError, match="class_index is for multiclass tasks; task 'click'"):
         km.diagnostics.calibration_table(model, frame, task="click", class_index=1)
     unclicked = frame.assign(click=0.0)

@@ -897,15 +897,17 @@ log-normal's mean against the mean non-zero value (`predicted_nonzero`, `observe
 calibration = km.diagnostics.calibration_table(model, test, task="ltv")
 calibration.drop(columns=["rows", "weight"]).round(2)"""),
     ("md", """
-Read it bucket by bucket (full run): `p`, `mu` and `sigma` each come close to what they
-estimate, and still the means disagree — below the observed mean in the lower eight buckets
-(PCOC 0.2–0.8), above it in the top two, by orders of magnitude in the last. The logs of the
-values are not normal given the features. The simulator draws a log-value of 2.5 + 8 × the click
-propensity + noise, and the features reveal the propensity only in part, so each bucket holds a
-mixture: a longer upper tail than a log-normal's in the lower buckets, a cut-off one at the top (a
-propensity is at most 1). With the top bucket's spread (σ ≈ 3.3) the log-normal multiplies
-exp(μ) by e^(σ²/2) ≈ 230, for a tail the data do not have. One PCOC mixes buckets too low with a
-bucket far too high.
+Read it bucket by bucket (full run): `p` matches the share of non-zero values and `mu` the mean
+of their logs in every bucket, and over all rows `sigma` matches their spread; by bucket it is a
+little low in the lower buckets and high in the top one. The means disagree far more — below the
+observed mean in the lower eight buckets (PCOC 0.2–0.8), above it in the top two, 87 times in the
+last. The logs of the values are not normal given the features. The simulator draws a log-value
+of 2.5 + 8 × the click propensity + noise, and the features reveal the propensity only in part,
+so each bucket holds a mixture: a longer upper tail than a log-normal's in the lower buckets, a
+cut-off one at the top (a propensity is at most 1). The log-normal's mean is exponential in σ²:
+e^(σ²/2) is about 280 at the top bucket's σ of 3.4 and 3,000 at σ = 4, so that bucket's mean is
+carried by its rows with the largest σ, for an upper tail the data do not have. One PCOC mixes
+buckets too low with a bucket far too high.
 
 A Tweedie task (`kind="tweedie"`, log link) fits the mean itself instead of a distribution. The
 same model with the lifetime value declared both ways:"""),

@@ -27,7 +27,7 @@ def labelled_batches(model, x, y, sample_weight, caller: str,
         raise ValueError(f"{caller} needs labels: y, or a DataFrame with the task columns.")
     for index in rows(len(next(iter(tf.nest.flatten(x))))):
         def pick(value, index=index):
-            return tf.gather(tf.convert_to_tensor(value), index)
+            return None if value is None else tf.gather(tf.convert_to_tensor(value), index)
 
         weights = None if sample_weight is None else tf.nest.map_structure(pick, sample_weight)
         yield tf.nest.map_structure(pick, x), tf.nest.map_structure(pick, y), weights

@@ -11,6 +11,9 @@ the labels show, so a far-off mean can be traced to `p`, `μ` or `σ`.
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -34,11 +37,18 @@ def calibration_table(model, x, y=None, task: str | None = None, bins: int = 10,
 
     Returns one row per bucket (`bin` 1 … `bins`, lowest predictions first) and a last row `all`:
     `rows`, `weight`, `predicted` and `observed` (weighted means) and `pcoc` (their ratio, NaN
-    where the observed mean is 0). A ZILN task adds the means of its parameters `p`, `mu`,
-    `sigma`; `nonzero` (the observed share of non-zero labels, what `p` estimates); `log_mean`
-    and `log_std` of the non-zero labels' logs (what `μ` and `σ` estimate); and
-    `predicted_nonzero` / `observed_nonzero`, the log-normal's mean `exp(μ + σ²/2)` against the
-    mean non-zero label. Rows tied on their prediction may fall in neighbouring buckets.
+    where the observed mean is 0; an empty bucket, when there are fewer rows than bins, is NaN).
+    A ZILN task adds, side by side, what the model predicts for the bucket and what its labels
+    show: `p` against `nonzero` (the share of non-zero values); `mu` and `sigma` — the mean and
+    spread of the log-value the model predicts for the bucket's non-zero values, its rows'
+    log-normals mixed in proportion to their `p` — against `log_mean` and `log_std` of the
+    non-zero labels' logs; and `predicted_nonzero` (that mixture's mean, `Σ p·exp(μ + σ²/2) / Σ
+    p`) against `observed_nonzero` (the mean non-zero label). `predicted = p · predicted_nonzero`
+    exactly, so a far-off mean is traced to `p` or to the non-zero part. Rows tied on their
+    prediction may fall in neighbouring buckets.
+
+    Rows with a non-finite prediction (NaN, ±inf) are left out with a warning that counts them
+    (`table.attrs["non_finite_rows"]`); the task's metrics count such predictions as 0.
     """
     task_index = _task_index(model, task)
     chosen = model.tasks[task_index]
@@ -49,24 +59,41 @@ def calibration_table(model, x, y=None, task: str | None = None, bins: int = 10,
     elif class_index is not None:
         raise ValueError(f"class_index is for multiclass tasks; task {chosen.name!r} is "
                          f"{chosen.kind}.")
-    if int(bins) < 1:
-        raise ValueError(f"bins must be >= 1, got {bins!r}.")
+    if not isinstance(bins, numbers.Integral) or bins < 1:
+        raise ValueError(f"bins must be an integer >= 1, got {bins!r}.")
+    bins = int(bins)
+    if isinstance(x, tf.data.Dataset) and sample_weight is not None:
+        raise ValueError("With a tf.data.Dataset, sample weights come from its (x, y, "
+                         "sample_weight) elements: sample_weight= would be ignored.")
     columns = _collect(model, x, y, sample_weight, int(batch_size), task_index, class_index)
     weight = columns.pop("weight")
     keep = weight > 0
     if not keep.any():
         raise ValueError(f"Task {chosen.name!r} has no labelled rows in these data (missing "
                          "labels, rows outside its sample space, or zero sample weights).")
+    finite = np.isfinite(columns["predicted"])
+    non_finite = int(np.sum(keep & ~finite))
+    if non_finite:
+        warnings.warn(
+            f"Task {chosen.name!r}: {non_finite} of {int(keep.sum())} labelled rows have a "
+            "non-finite prediction (NaN or ±inf) and are left out of the table (the task's "
+            "metrics count them as 0).", UserWarning, stacklevel=2)
+        keep &= finite
+        if not keep.any():
+            raise ValueError(f"Task {chosen.name!r}: no labelled row has a finite prediction.")
     order = np.argsort(columns["predicted"][keep], kind="stable")
     weight = weight[keep][order]
     values = {name: column[keep][order] for name, column in columns.items()}
     cumulative = np.cumsum(weight)
     middle = (cumulative - weight / 2) / cumulative[-1]
-    bucket = np.minimum((middle * int(bins)).astype(int), int(bins) - 1)
-    rows = [_summary(weight[bucket == b], {n: v[bucket == b] for n, v in values.items()})
-            for b in range(int(bins))]
-    rows.append(_summary(weight, values))
-    return pd.DataFrame(rows, index=pd.Index([*range(1, int(bins) + 1), ALL_ROWS], name="bin"))
+    bucket = np.minimum((middle * bins).astype(int), bins - 1)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rows = [_summary(weight[bucket == b], {n: v[bucket == b] for n, v in values.items()})
+                for b in range(bins)]
+        rows.append(_summary(weight, values))
+    table = pd.DataFrame(rows, index=pd.Index([*range(1, bins + 1), ALL_ROWS], name="bin"))
+    table.attrs["non_finite_rows"] = non_finite
+    return table
 
 
 def _task_index(model, task: str | None) -> int:
@@ -120,13 +147,17 @@ def _summary(weight: np.ndarray, values: dict) -> dict:
         nonzero = labels > 0
         w, logs = weight[nonzero], np.log(labels[nonzero])
         log_mean = mean(logs, w, w.sum())
-        lognormal_mean = np.exp(values["mu"] + 0.5 * values["sigma"] ** 2)
+        # The model's non-zero values in the bucket: each row's log-normal, weighted by w·p.
+        mixed = weight * values["p"]
+        mu, sigma = values["mu"], values["sigma"]
+        mixture_mu = mean(mu, mixed, mixed.sum())
+        mixture_second = mean(sigma ** 2 + mu ** 2, mixed, mixed.sum())
         row.update({
-            "p": mean(values["p"]), "nonzero": float(w.sum() / total),
-            "mu": mean(values["mu"]), "log_mean": log_mean,
-            "sigma": mean(values["sigma"]),
+            "p": mean(values["p"]), "nonzero": float(w.sum() / total) if total > 0 else np.nan,
+            "mu": mixture_mu, "log_mean": log_mean,
+            "sigma": float(np.sqrt(max(mixture_second - mixture_mu ** 2, 0.0))),
             "log_std": float(np.sqrt(mean((logs - log_mean) ** 2, w, w.sum()))),
-            "predicted_nonzero": mean(lognormal_mean),
+            "predicted_nonzero": mean(np.exp(mu + 0.5 * sigma ** 2), mixed, mixed.sum()),
             "observed_nonzero": mean(labels[nonzero], w, w.sum()),
         })
     return row
